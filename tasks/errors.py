@@ -1,0 +1,32 @@
+"""Project exceptions.
+
+Every error a user can cause or fix derives from :class:`SegmentsError`; its message is one line that
+says what was wrong and what to change. The CLI prints that line and exits non-zero. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class SegmentsError(Exception):
+    """An error with a one-line, user-facing message."""
+
+
+class ConfigurationError(SegmentsError):
+    """A setting has a bad value; the message names the environment variable or option to fix."""
+
+
+class SourceError(SegmentsError):
+    """The transaction source is missing, mis-mapped or has an unusable column type."""
+
+
+class EmptySourceError(SegmentsError):
+    """The source holds no rows usable for the requested window."""
+
+
+class DatabaseUnavailableError(SegmentsError):
+    """The database cannot be reached (refused, unknown host, bad credentials). Usually transient."""
+
+
+class ModelError(SegmentsError):
+    """The data cannot be segmented as asked (e.g. fewer customers than segments)."""

@@ -1,0 +1,300 @@
+"""Extract: check the transaction source, then compute per-customer features in the database.
+
+Raw transaction rows never leave the database: the query in ``sql/customer_features.<dialect>.sql``
+aggregates them to one row per customer, plus one row of totals (rows scanned, rejected by reason).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy import types as sqltypes
+from sqlalchemy.exc import NoSuchTableError
+
+from tasks.database import QuotedIdentifier, connection_errors, load_sql, make_engine, quote_identifier, quote_table
+from tasks.errors import EmptySourceError, SourceError
+from tasks.settings import SegmentSettings, env_var, split_table_name
+
+FEATURE_COLUMNS = ["recency_days", "frequency", "monetary", "avg_order_value", "tenure_days"]
+REJECTION_REASONS = (
+    "null_customer_id",
+    "null_occurred_at",
+    "occurred_at_or_after_as_of",
+    "non_numeric_amount",
+)
+_COUNT_COLUMNS = {
+    "scanned_row_count": "rows_scanned",
+    "window_row_count": "rows_in_window",
+    "before_window_count": "rows_before_window",
+    "null_customer_id_count": "null_customer_id",
+    "null_occurred_at_count": "null_occurred_at",
+    "after_as_of_count": "occurred_at_or_after_as_of",
+    "non_numeric_amount_count": "non_numeric_amount",
+}
+FETCH_CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class SourceColumns:
+    """The mapped source columns as found in the database."""
+
+    table: str
+    customer_id_is_integer: bool
+    occurred_at_type: str
+    amount_types: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """What the extract saw in the source, for the run record."""
+
+    rows_scanned: int
+    rows_in_window: int
+    rows_before_window: int
+    rejected_by_reason: dict[str, int]
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"rows_rejected": self.rows_rejected}
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """Per-customer features (one row per customer with rows in the window) and the row counts."""
+
+    features: pd.DataFrame
+    counts: RowCounts
+    as_of: date
+    customer_id_is_integer: bool
+
+
+def as_of_start(as_of: date) -> datetime:
+    """``as_of`` 00:00 UTC: rows at or after this instant are not seen by the run."""
+    return datetime.combine(as_of, time(0), tzinfo=UTC)
+
+
+def default_as_of(now: datetime | None = None) -> date:
+    """Today in UTC, so that a nightly run sees everything up to the end of yesterday."""
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def _column_roles(settings: SegmentSettings) -> list[tuple[str, str]]:
+    """(setting field, column name) for every mapped column."""
+    roles = [
+        ("customer_id_column", settings.customer_id_column),
+        ("occurred_at_column", settings.occurred_at_column),
+    ]
+    if settings.uses_quantity_times_price:
+        assert settings.quantity_column and settings.unit_price_column
+        roles += [
+            ("quantity_column", settings.quantity_column),
+            ("unit_price_column", settings.unit_price_column),
+        ]
+    else:
+        assert settings.amount_column
+        roles.append(("amount_column", settings.amount_column))
+    if settings.order_id_column:
+        roles.append(("order_id_column", settings.order_id_column))
+    return roles
+
+
+def inspect_source(engine: Engine, settings: SegmentSettings) -> SourceColumns:
+    """Check that the source table or view exists and holds every mapped column with a usable type.
+
+    Raises :class:`SourceError` naming the table, the column and the setting that mapped it.
+    """
+    schema, table = split_table_name(settings.source_table)
+    with connection_errors(settings.database_url.get_secret_value()):
+        inspector = inspect(engine)
+        try:
+            columns = {column["name"]: column for column in inspector.get_columns(table, schema=schema)}
+        except NoSuchTableError:
+            raise SourceError(
+                f"source table or view {settings.source_table!r} not found in "
+                f"{settings.masked_database_url()}; set {env_var('source_table')}"
+            ) from None
+    if not columns:
+        raise SourceError(f"source {settings.source_table!r} has no columns; set {env_var('source_table')}")
+
+    found_types: dict[str, Any] = {}
+    for field, column in _column_roles(settings):
+        if column not in columns:
+            near = difflib.get_close_matches(column, list(columns), n=1) or [
+                name for name in columns if name.lower() == column.lower()
+            ]
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise SourceError(
+                f"column {column!r} not found in {settings.source_table!r}{hint}; set {env_var(field)} "
+                f"(columns there: {', '.join(sorted(columns))})"
+            )
+        found_types[field] = columns[column]["type"]
+
+    for field in ("amount_column", "quantity_column", "unit_price_column"):
+        if field in found_types and not _is_numeric_or_unknown(found_types[field], settings.dialect):
+            raise SourceError(
+                f"column {getattr(settings, field)!r} in {settings.source_table!r} has type "
+                f"{found_types[field]}, not a number; set {env_var(field)} to a numeric column "
+                "(or cast it in a view)"
+            )
+    occurred_type = found_types["occurred_at_column"]
+    if settings.dialect == "postgresql" and not isinstance(occurred_type, sqltypes.Date | sqltypes.DateTime):
+        raise SourceError(
+            f"column {settings.occurred_at_column!r} in {settings.source_table!r} has type {occurred_type}, "
+            f"not a date or timestamp; set {env_var('occurred_at_column')} (or cast it in a view)"
+        )
+    return SourceColumns(
+        table=settings.source_table,
+        customer_id_is_integer=isinstance(found_types["customer_id_column"], sqltypes.Integer),
+        occurred_at_type=str(occurred_type),
+        amount_types={field: str(found_types[field]) for field in found_types if "amount" in field},
+    )
+
+
+def check_source(settings: SegmentSettings) -> SourceColumns:
+    """Before a run: the database is reachable, the source and its columns exist with usable types,
+    and it holds at least one row. Raises a :class:`SegmentsError` with a one-line message."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        source = inspect_source(engine, settings)
+        schema, table = split_table_name(settings.source_table)
+        probe = sa.select(sa.literal(1)).select_from(sa.table(table, schema=schema)).limit(1)
+        with connection_errors(url), engine.connect() as conn:
+            if conn.execute(probe).first() is None:
+                raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
+        return source
+    finally:
+        engine.dispose()
+
+
+def _is_numeric_or_unknown(column_type: Any, dialect: str) -> bool:
+    if isinstance(column_type, sqltypes.Integer | sqltypes.Numeric):
+        return True
+    # SQLite views report no type; rows whose value is not a number are rejected one by one.
+    return dialect == "sqlite" and isinstance(column_type, sqltypes.NullType)
+
+
+def render_feature_query(engine: Engine, settings: SegmentSettings) -> str:
+    """The feature query for the settings' dialect with the mapped identifiers quoted in."""
+
+    def column(name: str | None) -> QuotedIdentifier | None:
+        return quote_identifier(engine, name, "column") if name else None
+
+    use_quantity = settings.uses_quantity_times_price
+    return load_sql(
+        "customer_features",
+        settings.dialect,
+        source_table=quote_table(engine, settings.source_table),
+        customer_id=column(settings.customer_id_column),
+        occurred_at=column(settings.occurred_at_column),
+        amount=None if use_quantity else column(settings.amount_column),
+        quantity=column(settings.quantity_column) if use_quantity else None,
+        unit_price=column(settings.unit_price_column) if use_quantity else None,
+        order_id=column(settings.order_id_column),
+        lookback=settings.lookback_days is not None,
+    )
+
+
+def query_parameters(settings: SegmentSettings, as_of: date) -> dict[str, Any]:
+    """Bound parameters of the feature query: the as-of instant and the window start."""
+    start = as_of_start(as_of)
+    window_start = start - timedelta(days=settings.lookback_days) if settings.lookback_days else None
+    if settings.dialect == "sqlite":
+        params: dict[str, Any] = {"as_of": start.strftime("%Y-%m-%d %H:%M:%S")}
+        if window_start is not None:
+            params["window_start"] = window_start.strftime("%Y-%m-%d %H:%M:%S")
+        return params
+    params = {"as_of_ts": start}
+    if window_start is not None:
+        params["window_start_ts"] = window_start
+    return params
+
+
+def extract_customer_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
+    """Compute per-customer features as of ``as_of`` in the database and fetch them in chunks.
+
+    Returns one row per customer that has at least one accepted row in the window, with the columns
+    ``customer_id``, ``recency_days`` / ``tenure_days`` (whole days, null when ``frequency`` is 0),
+    ``frequency`` (orders with net amount > 0), ``monetary`` (net spend, refunds included, in the
+    source's currency) and ``avg_order_value`` (``monetary / frequency``), and the row counts.
+    Raises :class:`EmptySourceError` when the source or the window holds no usable row.
+    """
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        source = inspect_source(engine, settings)
+        sql = render_feature_query(engine, settings)
+        chunks: list[pd.DataFrame] = []
+        totals: dict[str, int] = {}
+        with connection_errors(url), engine.connect() as conn:
+            if settings.dialect == "postgresql":
+                conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+            result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(
+                text(sql), query_parameters(settings, as_of)
+            )
+            columns = list(result.keys())
+            for partition in result.partitions(FETCH_CHUNK_ROWS):
+                chunk = pd.DataFrame.from_records(partition, columns=columns)
+                is_totals = chunk["row_kind"] == "totals"
+                if is_totals.any():
+                    totals = {
+                        key: int(value) for key, value in chunk.loc[is_totals].iloc[0].items() if key in _COUNT_COLUMNS
+                    }
+                chunks.append(chunk.loc[~is_totals, ["customer_id", *FEATURE_COLUMNS]])
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+    counts = _row_counts(totals)
+    if counts.rows_scanned == 0:
+        raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
+    features = _typed_features(chunks, source.customer_id_is_integer)
+    if features.empty:
+        window = f"in the {settings.lookback_days} days " if settings.lookback_days else ""
+        raise EmptySourceError(
+            f"no usable rows {window}before as-of {as_of.isoformat()} in {settings.source_table!r} "
+            f"({counts.rows_scanned} scanned, {counts.rows_rejected} rejected: "
+            f"{_reasons_text(counts.rejected_by_reason)})"
+        )
+    return ExtractResult(
+        features=features,
+        counts=counts,
+        as_of=as_of,
+        customer_id_is_integer=source.customer_id_is_integer,
+    )
+
+
+def _row_counts(totals: dict[str, int]) -> RowCounts:
+    named = {_COUNT_COLUMNS[key]: value for key, value in totals.items()}
+    return RowCounts(
+        rows_scanned=named.get("rows_scanned", 0),
+        rows_in_window=named.get("rows_in_window", 0),
+        rows_before_window=named.get("rows_before_window", 0),
+        rejected_by_reason={reason: named.get(reason, 0) for reason in REJECTION_REASONS},
+    )
+
+
+def _reasons_text(rejected: dict[str, int]) -> str:
+    parts = [f"{reason} {count}" for reason, count in rejected.items() if count]
+    return ", ".join(parts) or "none"
+
+
+def _typed_features(chunks: list[pd.DataFrame], customer_id_is_integer: bool) -> pd.DataFrame:
+    empty = pd.DataFrame(columns=["customer_id", *FEATURE_COLUMNS])
+    frame = pd.concat(chunks, ignore_index=True) if chunks else empty
+    frame["customer_id"] = frame["customer_id"].astype("int64" if customer_id_is_integer else "string")
+    frame["frequency"] = frame["frequency"].astype("int64")
+    for name in ("recency_days", "tenure_days"):
+        frame[name] = frame[name].astype("Int64")
+    for name in ("monetary", "avg_order_value"):
+        frame[name] = pd.to_numeric(frame[name], errors="raise").astype("float64")
+    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)

@@ -1,0 +1,263 @@
+"""The one configuration object of a run.
+
+Values come from flow parameters / CLI options first, then ``SEGMENTS_*`` environment variables (and a
+``.env`` file in the working directory), then the defaults below. The object is built once, at the start
+of a run, by :func:`load_settings`; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from tasks.errors import ConfigurationError
+
+ENV_PREFIX = "SEGMENTS_"
+DEFAULT_DATABASE_URL = "sqlite:///segments.db"
+
+#: Features computed from transactions; any subset can be clustered on.
+COMPUTED_FEATURES: tuple[str, ...] = (
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "tenure_days",
+)
+
+# Letters, digits, underscore, dollar; must not start with a digit; at most 63 characters (PostgreSQL's
+# limit). ASCII only: look-alike characters from other scripts are refused, not normalised.
+IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Return ``value`` if it is a plain SQL identifier, else raise ``ValueError`` naming ``what``."""
+    if not IDENTIFIER_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{what} {value!r} is not a plain identifier (ASCII letters, digits, _ or $, not starting "
+            "with a digit, at most 63 characters)"
+        )
+    return value
+
+
+def split_table_name(value: str) -> tuple[str | None, str]:
+    """Split ``schema.table`` or ``table`` into its validated parts."""
+    parts = value.split(".")
+    if len(parts) > 2:
+        raise ValueError(f"table {value!r} has more than one dot; use table or schema.table")
+    if len(parts) == 2:
+        return check_identifier(parts[0], "schema"), check_identifier(parts[1], "table")
+    return None, check_identifier(parts[0], "table")
+
+
+class SegmentSettings(BaseSettings):
+    """Where the transactions are, how their columns map, where outputs go, and how to segment.
+
+    Column and table names are validated against a strict identifier pattern here and quoted again
+    wherever they reach SQL. ``database_url`` is a secret: it is never printed; use
+    :meth:`masked_database_url` for messages.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- where the data is -------------------------------------------------------------------------
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    source_table: str = "transactions"
+    customer_id_column: str = "customer_id"
+    occurred_at_column: str = "occurred_at"
+    amount_column: str | None = "amount"
+    quantity_column: str | None = None
+    unit_price_column: str | None = None
+    order_id_column: str | None = None
+    customer_table: str | None = None
+    features: Annotated[tuple[str, ...], NoDecode] = ("recency_days", "frequency", "monetary")
+    output_schema: str = "public"
+
+    # --- how to segment (same names as the flow parameters and CLI options) ------------------------
+    as_of: date | None = None
+    lookback_days: int | None = Field(default=None, ge=1, le=36_500)
+    n_clusters: int | None = Field(default=None, ge=2, le=30)
+    k_min: int = Field(default=2, ge=2, le=30)
+    k_max: int = Field(default=10, ge=2, le=30)
+    sample_size: int = Field(default=200_000, ge=100, le=10_000_000)
+    winsorize_quantile: float = Field(default=0.99, gt=0.5, le=1.0)
+    random_state: int = Field(default=42, ge=0, le=2**32 - 1)
+    model_policy: Literal["refit"] = "refit"
+    dry_run: bool = False
+
+    @field_validator(
+        "amount_column",
+        "quantity_column",
+        "unit_price_column",
+        "order_id_column",
+        "customer_table",
+        mode="before",
+    )
+    @classmethod
+    def _empty_means_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator(
+        "customer_id_column",
+        "occurred_at_column",
+        "amount_column",
+        "quantity_column",
+        "unit_price_column",
+        "order_id_column",
+        "output_schema",
+    )
+    @classmethod
+    def _plain_identifier(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_identifier(value.strip(), "name")
+
+    @field_validator("source_table", "customer_table")
+    @classmethod
+    def _table_name(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return value
+        split_table_name(value.strip())
+        return value.strip()
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _split_features(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one feature is needed")
+        unknown = [name for name in value if name not in COMPUTED_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(COMPUTED_FEATURES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a feature is listed twice")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _parseable_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            url = make_url(value.get_secret_value())
+        except ArgumentError:
+            raise ValueError(
+                "is not an SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db or sqlite:///file.db)"
+            ) from None
+        if url.get_backend_name() not in ("postgresql", "sqlite"):
+            raise ValueError(f"database {url.get_backend_name()!r} is not supported; use postgresql or sqlite")
+        if url.get_backend_name() == "postgresql" and url.drivername != "postgresql+psycopg":
+            # A bare postgresql:// URL means psycopg2 to SQLAlchemy; the project ships psycopg 3.
+            url = url.set(drivername="postgresql+psycopg")
+            return SecretStr(url.render_as_string(hide_password=False))
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SegmentSettings:
+        if not self.source_table:
+            raise ValueError(
+                "source_table: segmenting on customer attributes alone (empty source table) is not "
+                "available yet; set SEGMENTS_SOURCE_TABLE to the transactions table"
+            )
+        if self.customer_table:
+            raise ValueError(
+                "customer_table: customer attribute tables are not supported yet; unset SEGMENTS_CUSTOMER_TABLE"
+            )
+        if (self.quantity_column is None) != (self.unit_price_column is None):
+            raise ValueError(
+                "quantity_column: set both SEGMENTS_QUANTITY_COLUMN and SEGMENTS_UNIT_PRICE_COLUMN, or neither"
+            )
+        if self.quantity_column is None and self.amount_column is None:
+            raise ValueError(
+                "amount_column: set SEGMENTS_AMOUNT_COLUMN, or SEGMENTS_QUANTITY_COLUMN and SEGMENTS_UNIT_PRICE_COLUMN"
+            )
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min: k_min ({self.k_min}) is greater than k_max ({self.k_max})")
+        return self
+
+    # --- derived values ----------------------------------------------------------------------------
+    @property
+    def dialect(self) -> str:
+        """``postgresql`` or ``sqlite``."""
+        return make_url(self.database_url.get_secret_value()).get_backend_name()
+
+    def masked_database_url(self) -> str:
+        """The database URL with its password replaced by ``***``, safe for logs and messages."""
+        return mask_url(self.database_url.get_secret_value())
+
+    @property
+    def uses_quantity_times_price(self) -> bool:
+        return self.quantity_column is not None and self.unit_price_column is not None
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting except secrets, JSON-friendly, for run records and artifacts."""
+        data = self.model_dump(mode="json", exclude={"database_url"})
+        data["database"] = self.masked_database_url()
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Render a database URL with its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def env_var(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def cli_option(field_name: str) -> str:
+    """The CLI option (and flow parameter) that sets ``field_name``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def load_settings(**overrides: Any) -> SegmentSettings:
+    """Build the settings from explicit overrides over the environment over defaults.
+
+    Overrides whose value is ``None`` are ignored, so an option left empty falls back to the
+    environment. A bad value raises :class:`ConfigurationError` whose one-line message names the
+    environment variable (and the option, when one was given) to fix.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return SegmentSettings(**given)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, given)) from None
+
+
+def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if not field and ":" in message:
+            # model-level checks name their field before a colon
+            field, message = (part.strip() for part in message.split(":", 1))
+        if field in SegmentSettings.model_fields:
+            where = env_var(field)
+            if field in given:
+                where = f"{cli_option(field)} / {where}"
+            problems.append(f"{where}: {message}")
+        else:
+            problems.append(message)
+    return "invalid setting " + "; ".join(problems)

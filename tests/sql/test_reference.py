@@ -1,0 +1,36 @@
+"""The database's features equal an independent pandas computation on generated data."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from tasks.synthetic import generate_transactions
+from tests.conftest import Backend
+from tests.sql.test_customer_features import assert_features_equal, features_by_customer, run_extract
+from tests.support.fixtures import AS_OF
+from tests.support.reference import reference_features
+
+
+@pytest.mark.parametrize(("lookback_days", "by_order"), [(None, True), (120, True), (None, False)])
+def test_features_equal_an_independent_computation(backend: Backend, lookback_days: int | None, by_order: bool) -> None:
+    rows = generate_transactions(400, AS_OF, seed=11)
+    assert (rows["amount"].dropna() < 0).any() and rows["customer_id"].isna().any()  # refunds and bad rows
+    rows.to_sql(
+        "transactions",
+        backend.engine(),
+        schema=backend.schema,
+        index=False,
+        dtype={
+            "customer_id": sa.Text(),
+            "order_id": sa.Text(),
+            "occurred_at": sa.DateTime(),
+            "amount": sa.Numeric(12, 2),
+        },
+    )
+
+    result = run_extract(backend, lookback_days=lookback_days, order_id_column="order_id" if by_order else "")
+
+    expected = reference_features(rows, AS_OF, lookback_days=lookback_days, by_order=by_order)
+    assert len(expected) > 200
+    assert_features_equal(features_by_customer(result.features), expected)

@@ -1,0 +1,62 @@
+"""The SQL loader only renders identifiers that were validated and quoted."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from tasks.database import QuotedIdentifier, SqlKeyword, load_sql, quote_identifier, quote_table, split_statements
+
+
+@pytest.fixture
+def pg_engine() -> sa.Engine:
+    # compiling and quoting need only the dialect, no connection
+    return sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_identifiers_are_quoted_for_the_dialect(pg_engine: sa.Engine) -> None:
+    assert quote_identifier(pg_engine, "amount") == "amount"
+    assert quote_identifier(pg_engine, "Amount") == '"Amount"'  # mixed case keeps its case
+    assert quote_identifier(pg_engine, "order") == '"order"'  # reserved word
+    assert quote_table(pg_engine, "Sales.orders") == '"Sales".orders'
+    assert quote_table(pg_engine, "orders", schema="analytics") == "analytics.orders"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["amount; drop table x", 'amount"--', "a b", "1st", "amount/*", "ｓales", "x" * 64, ""],
+)
+def test_names_outside_the_pattern_are_refused(pg_engine: sa.Engine, name: str) -> None:
+    with pytest.raises(ValueError, match="not a plain identifier"):
+        quote_identifier(pg_engine, name)
+
+
+def test_templates_refuse_raw_strings() -> None:
+    with pytest.raises(TypeError, match="must be a QuotedIdentifier"):
+        load_sql(
+            "customer_segments_table",
+            "sqlite",
+            customer_segments="x; drop table y",
+            customer_id_type=SqlKeyword("text"),
+        )
+
+    with pytest.raises(ValueError, match="not an allowed SQL keyword"):
+        SqlKeyword("text); drop table y; --")
+
+
+def test_dialect_files_win_over_generic_ones() -> None:
+    sql = load_sql(
+        "customer_segments_table",
+        "postgresql",
+        customer_segments=QuotedIdentifier("s.customer_segments"),
+        customer_id_type=SqlKeyword("bigint"),
+    )
+
+    assert "customer_id bigint primary key" in sql
+    assert "timestamptz" in sql
+
+
+def test_scripts_split_into_statements_without_comments() -> None:
+    script = "-- a comment; with a semicolon\ncreate table a (x int);\n\ncreate index b on a (x);\n"
+
+    assert split_statements(script) == ["create table a (x int)", "create index b on a (x)"]
