@@ -1,0 +1,120 @@
+"""Segments: the RFM naming grid, scores, reserved segment, ids and profiles."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.model import SegmentModel
+from tasks.segments import (
+    NO_NET_PURCHASES_NAME,
+    PERSONAS,
+    build_segments,
+    quintile_scores,
+    rfm_segment_name,
+)
+
+GRID_NAMES = {
+    "Champions",
+    "Loyal",
+    "Potential Loyalists",
+    "Recent",
+    "Promising",
+    "Needs Attention",
+    "About to Sleep",
+    "At Risk",
+    "Can't Lose",
+    "Hibernating",
+    "Lost",
+}
+
+
+def test_every_score_combination_has_a_grid_name_and_every_name_is_reachable() -> None:
+    names = {rfm_segment_name(r, f, m) for r, f, m in itertools.product(range(1, 6), repeat=3)}
+
+    assert names == GRID_NAMES
+    assert all(name in PERSONAS for name in names)
+
+
+@pytest.mark.parametrize(
+    ("scores", "name"),
+    [
+        ((5, 5, 5), "Champions"),
+        ((5, 1, 1), "Recent"),
+        ((1, 5, 5), "Can't Lose"),
+        ((1, 5, 2), "At Risk"),
+        ((1, 1, 1), "Lost"),
+        ((2, 2, 2), "Hibernating"),
+        ((3, 3, 3), "Needs Attention"),
+    ],
+)
+def test_grid_cells(scores: tuple[int, int, int], name: str) -> None:
+    assert rfm_segment_name(*scores) == name
+
+
+def test_quintile_scores_share_ties_and_reverse_recency() -> None:
+    frequency = pd.Series([1, 1, 1, 1, 2, 3, 4, 5, 8, 13], dtype="float64")
+    recency = pd.Series(np.arange(10.0))
+
+    f_scores = quintile_scores(frequency)
+    r_scores = quintile_scores(recency, higher_is_better=False)
+
+    assert f_scores.iloc[:4].nunique() == 1  # equal frequencies get equal scores
+    assert f_scores.iloc[-1] == 5
+    assert r_scores.iloc[0] == 5 and r_scores.iloc[-1] == 1  # the most recent scores best
+    assert set(f_scores).issubset(range(1, 6))
+
+
+def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segment() -> None:
+    features = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d", "e", "f"],
+            "recency_days": pd.array([2, 3, 400, 500, pd.NA, 1], dtype="Int64"),
+            "frequency": [20, 18, 1, 1, 0, 19],
+            "monetary": [900.0, 800.0, 10.0, 12.0, -5.0, 950.0],
+            "avg_order_value": [45.0, 44.4, 10.0, 12.0, np.nan, 50.0],
+            "tenure_days": pd.array([300, 280, 400, 500, pd.NA, 310], dtype="Int64"),
+        }
+    )
+    labels = np.array([0, 0, 1, 1, 0])  # for the five customers with frequency > 0, in order
+    model = SegmentModel(
+        features=("recency_days", "frequency", "monetary"),
+        log_features=("frequency", "monetary"),
+        caps=np.full(3, np.inf),
+        means=np.zeros(3),
+        scales=np.ones(3),
+        centroids=np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]),
+        random_state=0,
+    )
+
+    table = build_segments(
+        features,
+        labels,
+        model,
+        as_of=date(2024, 3, 1),
+        run_id="r1",
+        model_version="m1",
+        scored_at=datetime(2024, 3, 1, 2, tzinfo=UTC),
+    )
+
+    assignments = table.assignments.set_index("customer_id")
+    assert assignments.index.is_unique and len(assignments) == len(features)
+    assert assignments.loc["e", "segment_id"] == 0
+    assert assignments.loc["e", "segment_name"] == NO_NET_PURCHASES_NAME
+    assert pd.isna(assignments.loc["e", "r_score"])
+    # the frequent, recent, big spenders are segment 1 and named from the top of the grid
+    assert set(assignments.loc[["a", "b", "f"], "segment_id"]) == {1}
+    assert assignments.loc["a", "segment_name"] == "Champions"
+    assert set(assignments.loc[["c", "d"], "segment_id"]) == {2}
+    assert assignments["segment_name"].nunique() == assignments["segment_id"].nunique() == 3
+
+    profiles = table.profiles.set_index("segment_id")
+    assert profiles["customers"].sum() == len(features)
+    assert profiles["share"].sum() == pytest.approx(1.0)
+    assert profiles.loc[1, "mean_monetary"] == pytest.approx((900 + 800 + 950) / 3)
+    assert pd.isna(profiles.loc[0, "centroid"]) and isinstance(profiles.loc[1, "centroid"], str)
+    assert profiles["description"].str.len().min() > 10
