@@ -80,7 +80,20 @@ def load_sql(name: str, dialect: str | None = None, **context: Any) -> str:
 class SqlKeyword(str):
     """A piece of SQL chosen by the code from a fixed set (e.g. a column type), never from input."""
 
-    ALLOWED = frozenset({"bigint", "text", "integer"})
+    ALLOWED = frozenset(
+        {
+            "bigint",
+            "text",
+            "integer",
+            "smallint",
+            "numeric",
+            "real",
+            "double precision",
+            "timestamp",
+            "timestamptz",
+            "jsonb",
+        }
+    )
 
     def __new__(cls, value: str) -> SqlKeyword:
         if value not in cls.ALLOWED:

@@ -33,27 +33,38 @@ def test_names_outside_the_pattern_are_refused(pg_engine: sa.Engine, name: str) 
 
 def test_templates_refuse_raw_strings() -> None:
     with pytest.raises(TypeError, match="must be a QuotedIdentifier"):
-        load_sql(
-            "customer_segments_table",
-            "sqlite",
-            customer_segments="x; drop table y",
-            customer_id_type=SqlKeyword("text"),
-        )
+        load_sql("customer_segments_table", customer_segments="x; drop table y")
 
     with pytest.raises(ValueError, match="not an allowed SQL keyword"):
         SqlKeyword("text); drop table y; --")
 
 
 def test_dialect_files_win_over_generic_ones() -> None:
+    postgres = load_sql("customer_features", "postgresql", **FEATURE_TEMPLATE_NAMES)
+    sqlite = load_sql("customer_features", "sqlite", **FEATURE_TEMPLATE_NAMES)
+
+    assert "timestamptz" in postgres and "julianday" not in postgres
+    assert "julianday" in sqlite
+
+
+def test_the_output_ddl_takes_its_types_from_the_dialect_map() -> None:
+    from tasks.load import _ddl_types
+
     sql = load_sql(
         "customer_segments_table",
-        "postgresql",
         customer_segments=QuotedIdentifier("s.customer_segments"),
         customer_id_type=SqlKeyword("bigint"),
+        **_ddl_types("postgresql"),
     )
 
     assert "customer_id bigint primary key" in sql
-    assert "timestamptz" in sql
+    assert "scored_at timestamptz not null" in sql
+    assert "{{" not in sql
+
+
+FEATURE_TEMPLATE_NAMES = {
+    name: QuotedIdentifier(name) for name in ("source_table", "customer_id", "occurred_at", "amount")
+} | {"quantity": None, "unit_price": None, "order_id": None, "lookback": False}
 
 
 def test_scripts_split_into_statements_without_comments() -> None:

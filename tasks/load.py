@@ -1,0 +1,340 @@
+"""Load: create the output tables, record runs, and write a run's outputs in one transaction.
+
+Readers (BI tools) see the previous assignments until the write transaction commits; a failure at any
+point rolls it back and leaves them untouched. Re-running the same as-of date replaces that date's
+profiles and marks the earlier run ``superseded``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql as psql
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql
+
+from tasks.database import (
+    QuotedIdentifier,
+    SqlKeyword,
+    connection_errors,
+    load_sql,
+    make_engine,
+    quote_identifier,
+    quote_table,
+    scrub,
+    split_statements,
+)
+from tasks.errors import SourceError
+from tasks.segments import SegmentTable
+from tasks.settings import SegmentSettings, check_identifier
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+_TIMESTAMP = sa.DateTime(timezone=True)
+
+_RUN_COLUMNS = {
+    "run_id": sa.Text,
+    "flow_run_id": sa.Text,
+    "as_of": sa.Date,
+    "started_at": _TIMESTAMP,
+    "finished_at": _TIMESTAMP,
+    "status": sa.Text,
+    "model_action": sa.Text,
+    "model_reason": sa.Text,
+    "model_version": sa.Text,
+    "n_clusters": sa.Integer,
+    "k_reason": sa.Text,
+    "rows_scanned": sa.BigInteger,
+    "rows_in_window": sa.BigInteger,
+    "rows_before_window": sa.BigInteger,
+    "rows_rejected": sa.BigInteger,
+    "rejected_by_reason": _JSON,
+    "customers": sa.BigInteger,
+    "customers_clustered": sa.BigInteger,
+    "customers_no_net_purchases": sa.BigInteger,
+    "inertia": sa.Float,
+    "silhouette": sa.Float,
+    "davies_bouldin": sa.Float,
+    "calinski_harabasz": sa.Float,
+    "elbow": _JSON,
+    "model": _JSON,
+    "settings": _JSON,
+    "error": sa.Text,
+}
+_PROFILE_JSON_COLUMNS = {"centroid"}
+# Column types of the output DDL per dialect: SQLite keeps times as ISO-8601 text and JSON as text.
+_DDL_TYPES = {
+    "postgresql": {
+        "timestamp_type": "timestamptz",
+        "json_type": "jsonb",
+        "float_type": "double precision",
+        "money_type": "numeric",
+        "small_integer_type": "smallint",
+    },
+    "sqlite": {
+        "timestamp_type": "timestamp",
+        "json_type": "text",
+        "float_type": "real",
+        "money_type": "real",
+        "small_integer_type": "integer",
+    },
+}
+
+
+def _ddl_types(dialect: str) -> dict[str, SqlKeyword]:
+    return {name: SqlKeyword(kind) for name, kind in _DDL_TYPES[dialect].items()}
+
+
+_ASSIGNMENT_TYPES: dict[str, Any] = {
+    "customer_id": None,
+    "segment_id": sa.Integer,
+    "segment_name": sa.Text,
+    "recency_days": sa.Integer,
+    "frequency": sa.Integer,
+    "monetary": sa.Float,
+    "avg_order_value": sa.Float,
+    "tenure_days": sa.Integer,
+    "r_score": sa.Integer,
+    "f_score": sa.Integer,
+    "m_score": sa.Integer,
+    "as_of": sa.Date,
+    "run_id": sa.Text,
+    "model_version": sa.Text,
+    "scored_at": _TIMESTAMP,
+}
+_ASSIGNMENT_COLUMNS = list(_ASSIGNMENT_TYPES)
+
+
+@dataclass(frozen=True)
+class OutputTables:
+    """Quoted names of the output tables in the configured schema (SQLite: the database file)."""
+
+    schema: QuotedIdentifier | None
+    segment_runs: QuotedIdentifier
+    segment_profiles: QuotedIdentifier
+    customer_segments: QuotedIdentifier
+    schema_name: str | None
+
+    def table(self, name: str, columns: dict[str, Any]) -> sa.TableClause:
+        """A lightweight Core table for DML; SQLAlchemy quotes its names again on compile."""
+        return sa.table(name, *(sa.column(column, kind) for column, kind in columns.items()), schema=self.schema_name)
+
+
+def output_tables(engine: Engine | Connection, settings: SegmentSettings) -> OutputTables:
+    """Where the outputs go: ``output_schema`` on PostgreSQL, the database file on SQLite."""
+    schema = settings.output_schema if settings.dialect == "postgresql" else None
+    return OutputTables(
+        schema=quote_identifier(engine, schema, "schema") if schema else None,
+        segment_runs=quote_table(engine, "segment_runs", schema),
+        segment_profiles=quote_table(engine, "segment_profiles", schema),
+        customer_segments=quote_table(engine, "customer_segments", schema),
+        schema_name=schema,
+    )
+
+
+def describe_outputs(settings: SegmentSettings) -> str:
+    """Where the output tables live, without credentials."""
+    where = f"schema {settings.output_schema!r} of " if settings.dialect == "postgresql" else ""
+    return f"customer_segments, segment_profiles, segment_runs in {where}{settings.masked_database_url()}"
+
+
+def _run_script(conn: Connection, script: str) -> None:
+    for statement in split_statements(script):
+        conn.exec_driver_sql(statement)
+
+
+def ensure_run_tables(conn: Connection, settings: SegmentSettings) -> OutputTables:
+    """Create the output schema, ``segment_runs`` and ``segment_profiles`` if missing."""
+    tables = output_tables(conn, settings)
+    script = load_sql(
+        "output_tables",
+        schema=tables.schema,
+        segment_runs=tables.segment_runs,
+        segment_profiles=tables.segment_profiles,
+        **_ddl_types(settings.dialect),
+    )
+    _run_script(conn, script)
+    return tables
+
+
+def start_run(
+    settings: SegmentSettings, *, run_id: str, flow_run_id: str | None, as_of: date, started_at: datetime
+) -> None:
+    """Create the run tables if needed and record the run as ``running`` (committed at once)."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        with connection_errors(url), engine.begin() as conn:
+            tables = ensure_run_tables(conn, settings)
+            runs = tables.table("segment_runs", _RUN_COLUMNS)
+            conn.execute(
+                runs.insert().values(
+                    run_id=run_id,
+                    flow_run_id=flow_run_id,
+                    as_of=as_of,
+                    started_at=started_at,
+                    status="running",
+                    settings=settings.public_dict(),
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def record_run_failure(settings: SegmentSettings, *, run_id: str, error: str) -> None:
+    """Mark the run ``failed`` with its error message (password scrubbed), in its own transaction."""
+    url = settings.database_url.get_secret_value()
+    message = scrub(error, url)[:4000]
+    engine = make_engine(url)
+    try:
+        with connection_errors(url), engine.begin() as conn:
+            runs = output_tables(conn, settings).table("segment_runs", _RUN_COLUMNS)
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(status="failed", finished_at=datetime.now(UTC), error=message)
+            )
+    finally:
+        engine.dispose()
+
+
+def write_run_outputs(
+    settings: SegmentSettings,
+    *,
+    run_id: str,
+    segments: SegmentTable,
+    customer_id_is_integer: bool,
+    run_fields: dict[str, Any],
+) -> None:
+    """Replace ``customer_segments``, replace the as-of date's profiles and close the run record, all
+    in one transaction. Until it commits, readers see the previous state; on any error nothing
+    changes."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    as_of = segments.assignments["as_of"].iloc[0] if len(segments.assignments) else run_fields.get("as_of")
+    try:
+        with connection_errors(url), engine.begin() as conn:
+            tables = ensure_run_tables(conn, settings)
+            _ensure_customer_segments(conn, settings, tables, customer_id_is_integer)
+            conn.execute(tables.table("customer_segments", {}).delete())
+            _insert_assignments(conn, settings, tables, segments.assignments)
+
+            profiles = tables.table("segment_profiles", _profile_columns(segments.profiles))
+            conn.execute(profiles.delete().where(profiles.c.as_of == as_of))
+            if len(segments.profiles):
+                conn.execute(profiles.insert(), _records(segments.profiles, _PROFILE_JSON_COLUMNS))
+
+            runs = tables.table("segment_runs", _RUN_COLUMNS)
+            conn.execute(
+                runs.update()
+                .where(runs.c.as_of == as_of, runs.c.status == "succeeded", runs.c.run_id != run_id)
+                .values(status="superseded")
+            )
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(status="succeeded", finished_at=datetime.now(UTC), **_clean(run_fields))
+            )
+    finally:
+        engine.dispose()
+
+
+def _ensure_customer_segments(
+    conn: Connection, settings: SegmentSettings, tables: OutputTables, customer_id_is_integer: bool
+) -> None:
+    wanted = "bigint" if customer_id_is_integer else "text"
+    existing = (
+        sa.inspect(conn).get_columns("customer_segments", schema=tables.schema_name)
+        if sa.inspect(conn).has_table("customer_segments", schema=tables.schema_name)
+        else []
+    )
+    for column in existing:
+        if column["name"] == "customer_id":
+            is_integer = isinstance(column["type"], sa.Integer)
+            if is_integer != customer_id_is_integer:
+                raise SourceError(
+                    f"customer_segments.customer_id holds {'integer' if is_integer else 'text'} ids but the "
+                    f"source's {settings.customer_id_column!r} is {wanted}; drop or rename the old "
+                    "customer_segments table, or use another SEGMENTS_OUTPUT_SCHEMA"
+                )
+    script = load_sql(
+        "customer_segments_table",
+        customer_segments=tables.customer_segments,
+        customer_id_type=SqlKeyword(wanted),
+        **_ddl_types(settings.dialect),
+    )
+    _run_script(conn, script)
+
+
+def _insert_assignments(
+    conn: Connection, settings: SegmentSettings, tables: OutputTables, assignments: pd.DataFrame
+) -> None:
+    if assignments.empty:
+        return
+    if settings.dialect == "postgresql":
+        copy_rows_into(conn, tables.schema_name, "customer_segments", _ASSIGNMENT_COLUMNS, assignments)
+        return
+    table = tables.table("customer_segments", _ASSIGNMENT_TYPES)
+    conn.execute(table.insert(), _records(assignments[_ASSIGNMENT_COLUMNS], set()))
+
+
+def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: list[str], frame: pd.DataFrame) -> None:
+    """Write ``frame`` with PostgreSQL ``COPY ... FROM STDIN`` on the transaction's own connection.
+
+    Names are validated, then composed by psycopg's ``sql.Identifier``, which quotes them.
+    """
+    for name in (schema, table, *columns):
+        if name is not None:
+            check_identifier(name, "name")
+    target = psql.Identifier(schema, table) if schema else psql.Identifier(table)
+    statement = psql.SQL("COPY {} ({}) FROM STDIN").format(
+        target, psql.SQL(", ").join(psql.Identifier(column) for column in columns)
+    )
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None
+    cursor = driver_connection.cursor()
+    try:
+        with cursor, cursor.copy(statement) as copy:
+            for row in frame[columns].itertuples(index=False, name=None):
+                copy.write_row(tuple(None if _is_missing(value) else value for value in row))
+    except psycopg.Error as error:
+        # Raise what SQLAlchemy raises for any other statement (IntegrityError, OperationalError, ...).
+        raise sa.exc.DBAPIError.instance(statement.as_string(driver_connection), None, error, psycopg.Error) from error
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _profile_columns(profiles: pd.DataFrame) -> dict[str, Any]:
+    return {column: (_JSON if column in _PROFILE_JSON_COLUMNS else None) for column in profiles.columns}
+
+
+def _records(frame: pd.DataFrame, json_columns: set[str]) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = [
+        {str(key): value for key, value in record.items()}
+        for record in frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    ]
+    for record in records:
+        for column, value in record.items():
+            if isinstance(value, pd.Timestamp):
+                record[column] = value.to_pydatetime()
+        for column in json_columns:
+            if isinstance(record.get(column), str):
+                record[column] = json.loads(record[column])
+    return records
+
+
+def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    """Run fields that exist in ``segment_runs``; floats that are not finite become NULL."""
+    return {
+        key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+        for key, value in fields.items()
+        if key in _RUN_COLUMNS and key not in {"run_id", "status", "finished_at"}
+    }

@@ -1,0 +1,97 @@
+"""The segment-customers flow through Prefect, writing to PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from flows.segment_customers import segment_customers
+from tasks.errors import SourceError
+from tasks.segments import NO_NET_PURCHASES_NAME
+from tests.conftest import Backend
+from tests.sql.test_load import AS_OF, load_synthetic
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def shop(postgres_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> Backend:
+    """A PostgreSQL schema with synthetic transactions, and the environment pointing the flow at it."""
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=600, seed=21)
+    monkeypatch.setenv("SEGMENTS_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("SEGMENTS_SOURCE_TABLE", f"{pg_schema}.transactions")
+    monkeypatch.setenv("SEGMENTS_OUTPUT_SCHEMA", pg_schema)
+    monkeypatch.setenv("SEGMENTS_ORDER_ID_COLUMN", "order_id")
+    yield backend
+    backend.dispose()
+
+
+def query(backend: Backend, sql: str) -> pd.DataFrame:
+    with backend.engine().connect() as conn:
+        return pd.read_sql(sa.text(sql.format(schema=backend.schema)), conn)
+
+
+def test_the_flow_segments_customers_into_postgres(shop: Backend) -> None:
+    summary = segment_customers(as_of=AS_OF, k_max=8)
+
+    assignments = query(shop, "select * from {schema}.customer_segments")
+    # what BI tools rely on, stated the way dbt tests state it
+    assert assignments["customer_id"].notna().all() and assignments["customer_id"].is_unique
+    assert assignments["segment_id"].notna().all() and assignments["segment_name"].notna().all()
+    profiles = query(shop, "select * from {schema}.segment_profiles")
+    assert set(assignments["segment_name"]) <= set(profiles["segment_name"])
+    assert profiles["customers"].sum() == len(assignments) == summary["customers"]
+    assert 2 <= summary["n_clusters"] <= 8
+    assert (assignments["frequency"] == 0).sum() == (assignments["segment_name"] == NO_NET_PURCHASES_NAME).sum()
+
+    run = query(shop, "select * from {schema}.segment_runs").iloc[0]
+    assert run["status"] == "succeeded" and str(run["run_id"]) == summary["run_id"]
+    assert run["elbow"]["knee"] is not None and len(run["elbow"]["inertias"]) == 8
+    assert run["model"]["features"] == ["recency_days", "frequency", "monetary"]
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(run["flow_run_id"]))
+    assert flow_run.state is not None and flow_run.state.is_completed()
+    assert flow_run.parameters["k_max"] == 8
+
+
+def test_a_failing_run_is_recorded_and_keeps_the_previous_segments(
+    shop: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    segment_customers(as_of=AS_OF)
+    before = query(shop, "select * from {schema}.customer_segments order by customer_id")
+
+    monkeypatch.setenv("SEGMENTS_AMOUNT_COLUMN", "amount_usd")
+    with pytest.raises(SourceError, match="amount_usd"):
+        segment_customers(as_of=AS_OF)
+
+    after = query(shop, "select * from {schema}.customer_segments order by customer_id")
+    pd.testing.assert_frame_equal(after, before)
+    runs = query(shop, "select status, error from {schema}.segment_runs order by started_at")
+    assert runs["status"].tolist() == ["succeeded", "failed"]
+    assert "SEGMENTS_AMOUNT_COLUMN" in runs["error"].iloc[1]
+
+
+def test_a_dry_run_writes_nothing(shop: Backend) -> None:
+    summary = segment_customers(as_of=AS_OF, dry_run=True)
+
+    assert summary["dry_run"] and summary["customers"] > 500
+    tables = query(shop, "select table_name from information_schema.tables where table_schema = '{schema}'")
+    assert set(tables["table_name"]) == {"transactions"}
+
+
+def test_parameters_have_bounds_the_ui_can_render_and_the_flow_enforces() -> None:
+    schema = segment_customers.parameters.model_dump()["properties"]
+
+    n_clusters = schema["n_clusters"]["anyOf"][0]
+    assert (n_clusters["minimum"], n_clusters["maximum"]) == (2, 30)
+    policy = schema["model_policy"]["anyOf"][0]
+    assert policy.get("enum", [policy.get("const")]) == ["refit"]
+    with pytest.raises(Exception, match="n_clusters"):
+        segment_customers(n_clusters=1)

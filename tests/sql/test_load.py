@@ -1,0 +1,155 @@
+"""Writing a run's outputs: atomic, idempotent per as-of date, and nothing lost on failure."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tasks import load, steps
+from tasks.extract import extract_customer_features
+from tasks.settings import load_settings
+from tasks.synthetic import generate_transactions
+from tests.conftest import Backend
+
+AS_OF = date(2024, 3, 1)
+
+
+def load_synthetic(backend: Backend, customers: int = 300, seed: int = 5, integer_ids: bool = False) -> None:
+    rows = generate_transactions(customers, AS_OF, seed=seed)
+    id_type: sa.types.TypeEngine = sa.Text()
+    if integer_ids:
+        rows["customer_id"] = rows["customer_id"].str[1:].astype("Int64")
+        id_type = sa.BigInteger()
+    rows.to_sql(
+        "transactions",
+        backend.engine(),
+        schema=backend.schema,
+        index=False,
+        if_exists="replace",
+        dtype={
+            "customer_id": id_type,
+            "order_id": sa.Text(),
+            "occurred_at": sa.DateTime(),
+            "amount": sa.Numeric(12, 2),
+        },
+    )
+
+
+def run_without_prefect(backend: Backend, as_of: date = AS_OF, **overrides: object) -> str:
+    """The flow's steps as plain functions: record, extract, fit, write. Returns the run id."""
+    settings = load_settings(**backend.settings(order_id_column="order_id", **overrides))
+    run_id = str(uuid.uuid4())
+    started = datetime.now(UTC)
+    load.start_run(settings, run_id=run_id, flow_run_id=None, as_of=as_of, started_at=started)
+    extract = extract_customer_features(settings, as_of)
+    outcome = steps.segment_features(extract, settings, run_id=run_id, scored_at=started)
+    load.write_run_outputs(
+        settings,
+        run_id=run_id,
+        segments=outcome.segments,
+        customer_id_is_integer=extract.customer_id_is_integer,
+        run_fields=steps.run_record_fields(extract, outcome),
+    )
+    return run_id
+
+
+def read(backend: Backend, table: str, order_by: str = "1") -> pd.DataFrame:
+    with backend.engine().connect() as conn:
+        return pd.read_sql(sa.text(f"select * from {backend.table(table)} order by {order_by}"), conn)
+
+
+def test_a_run_writes_assignments_profiles_and_its_record(backend: Backend) -> None:
+    load_synthetic(backend)
+
+    run_id = run_without_prefect(backend)
+
+    assignments = read(backend, "customer_segments")
+    assert assignments["customer_id"].is_unique and assignments["customer_id"].notna().all()
+    assert assignments["segment_id"].notna().all() and (assignments["run_id"] == run_id).all()
+    profiles = read(backend, "segment_profiles")
+    assert set(profiles["segment_id"]) == set(assignments["segment_id"])
+    sizes = assignments.groupby("segment_id").size()
+    assert profiles.set_index("segment_id")["customers"].to_dict() == sizes.to_dict()
+    assert set(assignments["segment_name"]) == set(profiles["segment_name"])
+    runs = read(backend, "segment_runs")
+    assert runs["status"].tolist() == ["succeeded"]
+    run = runs.iloc[0]
+    assert run["customers"] == len(assignments)
+    assert run["customers_clustered"] + run["customers_no_net_purchases"] == run["customers"]
+    assert run["rows_scanned"] == run["rows_in_window"] + run["rows_rejected"] + run["rows_before_window"]
+    assert run["n_clusters"] == len(profiles.query("segment_id > 0"))
+    assert run["silhouette"] is not None and run["model_action"] == "fit"
+
+
+def test_rerunning_the_same_date_replaces_instead_of_duplicating(backend: Backend) -> None:
+    load_synthetic(backend)
+    first = run_without_prefect(backend)
+
+    second = run_without_prefect(backend, n_clusters=4)
+
+    assignments = read(backend, "customer_segments")
+    assert set(assignments["run_id"]) == {second}
+    profiles = read(backend, "segment_profiles")
+    assert set(profiles["run_id"]) == {second}
+    assert len(profiles.query("segment_id > 0")) == 4
+    runs = read(backend, "segment_runs").set_index("run_id")
+    assert runs.loc[first, "status"] == "superseded"
+    assert runs.loc[second, "status"] == "succeeded"
+
+
+def test_a_failed_write_leaves_the_previous_state_untouched(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_synthetic(backend)
+    first = run_without_prefect(backend)
+    before = read(backend, "customer_segments", "customer_id")
+    profiles_before = read(backend, "segment_profiles", "segment_id")
+
+    # The next run's rows hold a duplicate customer id: the write fails at the very end, after the
+    # delete and most of the inserts ran inside the transaction.
+    original = load._insert_assignments
+
+    def insert_with_duplicate(conn, settings, tables, assignments):  # type: ignore[no-untyped-def]
+        original(conn, settings, tables, pd.concat([assignments, assignments.tail(1)], ignore_index=True))
+
+    monkeypatch.setattr(load, "_insert_assignments", insert_with_duplicate)
+    with pytest.raises(sa.exc.IntegrityError):
+        run_without_prefect(backend, n_clusters=5)
+
+    pd.testing.assert_frame_equal(read(backend, "customer_segments", "customer_id"), before)
+    pd.testing.assert_frame_equal(read(backend, "segment_profiles", "segment_id"), profiles_before)
+    runs = read(backend, "segment_runs").set_index("run_id")
+    assert runs.loc[first, "status"] == "succeeded"
+    assert (runs["status"] == "running").sum() == 1  # the failed run; the flow marks it failed
+
+
+def test_integer_customer_ids_keep_their_type(backend: Backend) -> None:
+    load_synthetic(backend, integer_ids=True)
+
+    run_without_prefect(backend)
+
+    inspector = sa.inspect(backend.engine())
+    columns = {c["name"]: c["type"] for c in inspector.get_columns("customer_segments", schema=backend.schema)}
+    assert isinstance(columns["customer_id"], sa.Integer)
+    assert read(backend, "customer_segments")["customer_id"].dtype.kind == "i"
+
+
+def test_a_failure_is_recorded_without_the_password(postgres_url: str, pg_schema: str) -> None:
+    # The local server trusts connections, so the URL can carry a password the server ignores.
+    url = sa.engine.make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    settings = load_settings(database_url=url, output_schema=pg_schema)
+    run_id = str(uuid.uuid4())
+    load.start_run(settings, run_id=run_id, flow_run_id="flow-1", as_of=AS_OF, started_at=datetime.now(UTC))
+
+    load.record_run_failure(settings, run_id=run_id, error=f"OperationalError: cannot reach {url}")
+
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        run = conn.execute(sa.text(f"select * from {pg_schema}.segment_runs")).mappings().one()
+        settings_text = conn.execute(sa.text(f"select settings::text from {pg_schema}.segment_runs")).scalar_one()
+    engine.dispose()
+    assert run["status"] == "failed" and run["flow_run_id"] == "flow-1" and run["finished_at"] is not None
+    assert "s3cret-pw" not in run["error"] and "***" in run["error"]
+    assert "s3cret-pw" not in settings_text
