@@ -1,0 +1,184 @@
+"""The ``segments`` command line: ``run`` one segmentation, or ``demo`` the whole pipeline on
+synthetic data in an embedded SQLite file.
+
+Errors a user can fix print one line and exit with status 1; configuration comes from options, then
+``SEGMENTS_*`` environment variables (and ``.env``), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tasks.errors import SegmentsError
+
+app = typer.Typer(
+    name="segments",
+    help="Turn purchase transactions into stable, readable customer segments for BI tools.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+ISO_DATE = ["%Y-%m-%d"]
+DEMO_CUSTOMERS = 3_000
+
+
+def _prepare_prefect_environment() -> None:
+    # The temporary Prefect server can need more than its default 20 s to start on a fresh
+    # PREFECT_HOME on a small machine; users' own settings win.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _fail(error: SegmentsError) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+AsOf = Annotated[
+    datetime | None,
+    typer.Option(
+        formats=ISO_DATE, help="Date to segment as of (YYYY-MM-DD); rows before it count. Default: today (UTC)."
+    ),
+]
+NClusters = Annotated[
+    int | None, typer.Option(min=2, max=30, help="Number of segments; omit to choose it automatically.")
+]
+KMin = Annotated[int | None, typer.Option(min=2, max=30, help="Smallest K the automatic choice may pick [default: 2].")]
+KMax = Annotated[int | None, typer.Option(min=2, max=30, help="Largest K the automatic choice may pick [default: 10].")]
+ModelPolicy = Annotated[str | None, typer.Option(help="Model policy; this release always fits: refit.")]
+LookbackDays = Annotated[int | None, typer.Option(min=1, help="Only rows of the last N days before as-of count.")]
+SampleSize = Annotated[
+    int | None, typer.Option(min=100, help="Fit KMeans on at most this many customers [default: 200000].")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Compute and report, write nothing.")]
+
+
+@app.command()
+def run(
+    as_of: AsOf = None,
+    n_clusters: NClusters = None,
+    k_min: KMin = None,
+    k_max: KMax = None,
+    model_policy: ModelPolicy = None,
+    lookback_days: LookbackDays = None,
+    sample_size: SampleSize = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Run one segmentation against the configured database (SEGMENTS_DATABASE_URL)."""
+    options = {
+        "as_of": as_of.date() if as_of else None,
+        "n_clusters": n_clusters,
+        "k_min": k_min,
+        "k_max": k_max,
+        "model_policy": model_policy,
+        "lookback_days": lookback_days,
+        "sample_size": sample_size,
+        "dry_run": dry_run,
+    }
+    summary = _run_flow(options)
+    _print_summary(summary)
+
+
+def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
+    from tasks.extract import check_source
+    from tasks.settings import load_settings
+
+    try:
+        # an unset flag is "not given", so SEGMENTS_DRY_RUN can still turn it on
+        settings = load_settings(**(options | {"dry_run": options.get("dry_run") or None}))
+        check_source(settings)
+    except SegmentsError as error:
+        raise _fail(error) from None
+
+    _prepare_prefect_environment()
+    from flows.segment_customers import segment_customers
+
+    try:
+        return segment_customers(**options)
+    except SegmentsError as error:
+        raise _fail(error) from None
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"Segments as of {summary['as_of']} ({summary['customers']:,} customers)")
+    table.add_column("id", justify="right")
+    table.add_column("segment")
+    table.add_column("customers", justify="right")
+    table.add_column("share", justify="right")
+    for column in ("mean recency (days)", "mean frequency (orders)", "mean monetary"):
+        table.add_column(column, justify="right")
+    for segment in summary["segments"]:
+        table.add_row(
+            str(segment["segment_id"]),
+            segment["segment_name"],
+            f"{segment['customers']:,}",
+            f"{segment['share']:.1%}",
+            _number(segment.get("mean_recency_days"), "{:.0f}"),
+            _number(segment.get("mean_frequency"), "{:.1f}"),
+            _number(segment.get("mean_monetary"), "{:,.2f}"),
+        )
+    console.print(table)
+    rejected = {reason: count for reason, count in summary["rejected_by_reason"].items() if count}
+    console.print(
+        f"K={summary['n_clusters']}: {summary['k_reason']}. Rows scanned: {summary['rows_scanned']:,}; "
+        f"rejected: {sum(rejected.values()):,} {rejected or ''}".rstrip(),
+        highlight=False,
+    )
+
+
+def _number(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+@app.command()
+def demo(
+    path: Annotated[Path, typer.Option(help="SQLite file to create for the demo.")] = Path("segments_demo.db"),
+    customers: Annotated[
+        int, typer.Option(min=10, max=1_000_000, help="Synthetic customers to generate.")
+    ] = DEMO_CUSTOMERS,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 7,
+) -> None:
+    """Generate synthetic transactions in an SQLite file, segment them and print the segments."""
+    from tasks.demo import load_demo_transactions
+
+    path = path.resolve()
+    as_of = datetime.now(UTC).date()
+    rows = load_demo_transactions(path, customers=customers, as_of=as_of, seed=seed)
+    console.print(f"Generated {rows:,} transactions of {customers:,} customers (seed {seed}) in {path}")
+    # The demo's own file and column mapping win over any SEGMENTS_* settings of the environment.
+    os.environ.update(
+        {
+            "SEGMENTS_DATABASE_URL": f"sqlite:///{path}",
+            "SEGMENTS_SOURCE_TABLE": "transactions",
+            "SEGMENTS_CUSTOMER_ID_COLUMN": "customer_id",
+            "SEGMENTS_OCCURRED_AT_COLUMN": "occurred_at",
+            "SEGMENTS_AMOUNT_COLUMN": "amount",
+            "SEGMENTS_QUANTITY_COLUMN": "",
+            "SEGMENTS_UNIT_PRICE_COLUMN": "",
+            "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+            "SEGMENTS_CUSTOMER_TABLE": "",
+        }
+    )
+    summary = _run_flow({"as_of": as_of})
+    _print_summary(summary)
+    console.print(
+        f"\nThe segments are in {path}: tables customer_segments (one row per customer), "
+        "segment_profiles and segment_runs.\n"
+        f'Try: sqlite3 {path} "select segment_name, count(*) from customer_segments group by 1 order by 2 desc"',
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``segments`` command."""
+    app()

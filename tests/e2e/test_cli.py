@@ -1,0 +1,120 @@
+"""The installed ``segments`` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Backend
+from tests.support.fixtures import create_transactions_table
+
+pytestmark = pytest.mark.e2e
+SEGMENTS = str(Path(sys.executable).parent / "segments")
+
+
+def segments(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("SEGMENTS_")}
+    environment |= {"PREFECT_HOME": str(cwd / ".prefect"), "COLUMNS": "200"} | (env or {})
+    return subprocess.run(
+        [SEGMENTS, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_demo_runs_the_whole_pipeline_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    result = segments("demo", "--customers", "800", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    database = tmp_path / "segments_demo.db"
+    assert "Segments as of" in result.stdout and str(database) in result.stdout
+    engine = sa.create_engine(f"sqlite:///{database}")
+    with engine.connect() as conn:
+        customers = conn.execute(sa.text("select count(*), count(distinct customer_id) from customer_segments")).one()
+        segment_names = conn.scalars(sa.text("select distinct segment_name from customer_segments")).all()
+        run = conn.execute(sa.text("select status, rows_rejected, n_clusters from segment_runs")).one()
+    engine.dispose()
+    assert customers[0] == customers[1] == 800
+    for name in segment_names:
+        assert name in result.stdout  # the printed summary names every segment
+    assert run.status == "succeeded" and run.rows_rejected > 0 and run.n_clusters >= 2
+
+
+@pytest.fixture
+def shop_env(tmp_path: Path) -> dict[str, str]:
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = sa.create_engine(url)
+    create_transactions_table(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("create table empty_sales (customer_id text, occurred_at timestamp, amount numeric)")
+        conn.exec_driver_sql("create table text_sales (customer_id text, occurred_at timestamp, amount text)")
+    engine.dispose()
+    return {"SEGMENTS_DATABASE_URL": url}
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"SEGMENTS_SOURCE_TABLE": "sales"}, "source table or view 'sales' not found"),
+        ({"SEGMENTS_AMOUNT_COLUMN": "total"}, "column 'total' not found in 'transactions'"),
+        ({"SEGMENTS_SOURCE_TABLE": "text_sales"}, "not a number; set SEGMENTS_AMOUNT_COLUMN"),
+        ({"SEGMENTS_SOURCE_TABLE": "empty_sales"}, "source 'empty_sales' has no rows"),
+        ({"SEGMENTS_K_MAX": "50"}, "invalid setting SEGMENTS_K_MAX"),
+        ({"SEGMENTS_SOURCE_TABLE": "x;drop table transactions"}, "SEGMENTS_SOURCE_TABLE"),
+        (
+            {"SEGMENTS_DATABASE_URL": "postgresql+psycopg://shop:s3cret@127.0.0.1:1/shop"},
+            "cannot connect to postgresql+psycopg://shop:***@127.0.0.1:1/shop",
+        ),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_clear_line(
+    tmp_path: Path, shop_env: dict[str, str], env: dict[str, str], expected: str
+) -> None:
+    result = segments("run", "--as-of", "2024-03-01", cwd=tmp_path, env=shop_env | env, timeout=120)
+
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    engine = sa.create_engine(shop_env["SEGMENTS_DATABASE_URL"])
+    assert not sa.inspect(engine).has_table("customer_segments")  # nothing written
+    engine.dispose()
+
+
+def test_run_options_are_validated_by_the_cli(tmp_path: Path) -> None:
+    result = segments("run", "--n-clusters", "1", cwd=tmp_path, timeout=120)
+
+    assert result.returncode == 2
+    assert "--n-clusters" in result.stderr
+
+
+def test_run_writes_segments_for_a_configured_postgres_source(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    from tests.sql.test_load import load_synthetic
+
+    load_synthetic(backend, customers=300)
+    env = {
+        "SEGMENTS_DATABASE_URL": postgres_url,
+        "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
+        "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
+        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+    }
+
+    result = segments("run", "--as-of", "2024-03-01", "--n-clusters", "4", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    with backend.engine().connect() as conn:
+        segments_written = conn.execute(
+            sa.text(f"select count(distinct segment_id) from {pg_schema}.customer_segments where segment_id > 0")
+        ).scalar_one()
+    backend.dispose()
+    assert segments_written == 4
