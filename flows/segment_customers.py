@@ -13,9 +13,14 @@ from pydantic import Field
 from tasks import steps
 from tasks.extract import default_as_of
 from tasks.load import describe_outputs
-from tasks.settings import load_settings
+from tasks.settings import IDENTIFIER_PATTERN, load_settings
 
 FLOW_NAME = "segment-customers"
+# Names as the UI form and the server validate them (the same pattern the settings enforce).
+ColumnName = Annotated[str | None, Field(pattern=IDENTIFIER_PATTERN.pattern, max_length=63)]
+TableName = Annotated[
+    str | None, Field(pattern=r"^(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$", max_length=127)
+]
 SUMMARY_PROFILE_COLUMNS = [
     "segment_id",
     "segment_name",
@@ -37,15 +42,35 @@ def segment_customers(
     lookback_days: Annotated[int | None, Field(ge=1, le=36_500)] = None,
     sample_size: Annotated[int | None, Field(ge=100, le=10_000_000)] = None,
     dry_run: bool = False,
+    source_table: TableName = None,
+    customer_id_column: ColumnName = None,
+    occurred_at_column: ColumnName = None,
+    amount_column: ColumnName = None,
+    quantity_column: ColumnName = None,
+    unit_price_column: ColumnName = None,
+    order_id_column: ColumnName = None,
+    output_schema: ColumnName = None,
+    database_url_secret: Annotated[str | None, Field(min_length=1, max_length=255)] = None,
 ) -> dict[str, Any]:
     """Segment customers from their transactions as of a date and write the segments for BI.
 
     Parameters left empty fall back to ``SEGMENTS_*`` environment variables, then to defaults:
     ``as_of`` today (UTC), K chosen automatically by the elbow within ``k_min``..``k_max`` (2..10),
     all history (no lookback), 200,000 customers to fit on. ``dry_run`` computes everything and
-    writes nothing.
+    writes nothing. The source and output names override the ``SEGMENTS_*`` mapping for this run.
+    ``database_url_secret`` names a Prefect Secret block holding the database URL, so that a password
+    never becomes a parameter shown in the UI.
     """
     settings = load_settings(
+        database_url=steps.read_secret(database_url_secret) if database_url_secret else None,
+        source_table=source_table,
+        customer_id_column=customer_id_column,
+        occurred_at_column=occurred_at_column,
+        amount_column=amount_column,
+        quantity_column=quantity_column,
+        unit_price_column=unit_price_column,
+        order_id_column=order_id_column,
+        output_schema=output_schema,
         as_of=as_of,
         n_clusters=n_clusters,
         k_min=k_min,

@@ -18,9 +18,10 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
+from pydantic import SecretStr
 
 from tasks import load
-from tasks.errors import DatabaseUnavailableError
+from tasks.errors import ConfigurationError, DatabaseUnavailableError
 from tasks.extract import ExtractResult, extract_customer_features
 from tasks.model import FitResult, fit_segment_model
 from tasks.segments import SegmentTable, build_segments
@@ -48,6 +49,19 @@ def database_task(name: str, task_run_name: str) -> Callable[[Callable[P, R]], T
         retry_delay_seconds=[5, 30],
         retry_condition_fn=retry_if_transient,
     )
+
+
+def read_secret(block_name: str) -> SecretStr:
+    """The value of the Prefect Secret block ``block_name`` (e.g. a database URL with its password)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(block_name).get()
+    except ValueError as error:
+        raise ConfigurationError(
+            f"no Prefect Secret block named {block_name!r} (database_url_secret): {error}"
+        ) from None
+    return SecretStr(str(value))
 
 
 @dataclass(frozen=True)

@@ -95,3 +95,43 @@ def test_parameters_have_bounds_the_ui_can_render_and_the_flow_enforces() -> Non
     assert policy.get("enum", [policy.get("const")]) == ["refit"]
     with pytest.raises(Exception, match="n_clusters"):
         segment_customers(n_clusters=1)
+
+
+def test_source_mapping_and_a_secret_database_url_come_from_parameters(postgres_url: str, pg_schema: str) -> None:
+    """A UI user can point a run at another table and database; the URL stays in a Secret block."""
+    from prefect.blocks.system import Secret
+    from prefect.client.orchestration import get_client
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=200, seed=4)
+    with backend.engine().begin() as conn:
+        conn.exec_driver_sql(f"alter table {pg_schema}.transactions rename column amount to line_total")
+    password_url = sa.engine.make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    Secret(value=password_url).save("shop-database-url", overwrite=True)
+
+    summary = segment_customers(
+        as_of=AS_OF,
+        database_url_secret="shop-database-url",
+        source_table=f"{pg_schema}.transactions",
+        amount_column="line_total",
+        order_id_column="order_id",
+        output_schema=pg_schema,
+    )
+
+    written = query(backend, "select count(*) as n from {schema}.customer_segments")["n"].iloc[0]
+    assert written == summary["customers"] == 200
+    run = query(backend, "select flow_run_id, settings::text as settings from {schema}.segment_runs").iloc[0]
+    assert "s3cret-pw" not in run["settings"] and "line_total" in run["settings"]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(run["flow_run_id"]))
+    assert flow_run.parameters["database_url_secret"] == "shop-database-url"
+    assert "s3cret-pw" not in str(flow_run.parameters)
+    backend.dispose()
+
+
+def test_names_in_parameters_are_validated_before_the_run() -> None:
+    schema = segment_customers.parameters.model_dump()["properties"]
+    assert "pattern" in schema["amount_column"]["anyOf"][0]
+
+    with pytest.raises(Exception, match="amount_column"):
+        segment_customers(amount_column="amount; drop table transactions")
