@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -56,7 +56,9 @@ def read_secret(block_name: str) -> SecretStr:
     from prefect.blocks.system import Secret
 
     try:
-        value = Secret.load(block_name).get()
+        # called from sync code, load() returns the block (its type also admits a coroutine)
+        block = cast(Secret[Any], Secret.load(block_name))
+        value = block.get()
     except ValueError as error:
         raise ConfigurationError(
             f"no Prefect Secret block named {block_name!r} (database_url_secret): {error}"
