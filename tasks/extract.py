@@ -9,12 +9,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy import types as sqltypes
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import NoSuchTableError
 
 from tasks.database import QuotedIdentifier, connection_errors, load_sql, make_engine, quote_identifier, quote_table
@@ -177,7 +179,8 @@ def check_source(settings: SegmentSettings) -> SourceColumns:
 
 
 def _is_numeric_or_unknown(column_type: Any, dialect: str) -> bool:
-    if isinstance(column_type, sqltypes.Integer | sqltypes.Numeric):
+    # Float is not a Numeric subclass in SQLAlchemy 2.1, nor is PostgreSQL's money: name them all.
+    if isinstance(column_type, sqltypes.Integer | sqltypes.Numeric | sqltypes.Float | postgresql.MONEY):
         return True
     # SQLite views report no type; rows whose value is not a number are rejected one by one.
     return dialect == "sqlite" and isinstance(column_type, sqltypes.NullType)
@@ -257,7 +260,7 @@ def extract_customer_features(settings: SegmentSettings, as_of: date) -> Extract
     counts = _row_counts(totals)
     if counts.rows_scanned == 0:
         raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
-    features = _typed_features(chunks, source.customer_id_is_integer)
+    features, customer_id_is_integer = _typed_features(chunks, source.customer_id_is_integer)
     if features.empty:
         window = f"in the {settings.lookback_days} days " if settings.lookback_days else ""
         raise EmptySourceError(
@@ -269,7 +272,7 @@ def extract_customer_features(settings: SegmentSettings, as_of: date) -> Extract
         features=features,
         counts=counts,
         as_of=as_of,
-        customer_id_is_integer=source.customer_id_is_integer,
+        customer_id_is_integer=customer_id_is_integer,
     )
 
 
@@ -288,13 +291,24 @@ def _reasons_text(rejected: dict[str, int]) -> str:
     return ", ".join(parts) or "none"
 
 
-def _typed_features(chunks: list[pd.DataFrame], customer_id_is_integer: bool) -> pd.DataFrame:
+def _typed_features(chunks: list[pd.DataFrame], customer_id_is_integer: bool) -> tuple[pd.DataFrame, bool]:
+    """The fetched rows with their final dtypes, and whether customer ids are integers.
+
+    Ids stored as floats or decimals (as pandas exports an integer column with gaps, e.g. 17850.0)
+    are integers when every value is whole; other ids are text.
+    """
     empty = pd.DataFrame(columns=["customer_id", *FEATURE_COLUMNS])
     frame = pd.concat(chunks, ignore_index=True) if chunks else empty
+    ids = frame["customer_id"]
+    if not customer_id_is_integer and len(ids) and all(isinstance(value, float | Decimal) for value in ids):
+        numeric_ids = ids.astype("float64")
+        customer_id_is_integer = bool((numeric_ids % 1 == 0).all() and numeric_ids.abs().max() < 2**53)
+        if customer_id_is_integer:
+            frame["customer_id"] = numeric_ids
     frame["customer_id"] = frame["customer_id"].astype("int64" if customer_id_is_integer else "string")
     frame["frequency"] = frame["frequency"].astype("int64")
     for name in ("recency_days", "tenure_days"):
         frame[name] = frame[name].astype("Int64")
     for name in ("monetary", "avg_order_value"):
         frame[name] = pd.to_numeric(frame[name], errors="raise").astype("float64")
-    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True), customer_id_is_integer

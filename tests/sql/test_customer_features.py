@@ -264,3 +264,60 @@ def test_rows_far_in_the_past_and_the_as_of_boundary(backend: Backend) -> None:
         features_by_customer(result.features),
         {"A": (0, 2, 3.0, 1.5, 3653), "B": (1, 1, 1.0, 1.0, 1)},
     )
+
+
+def test_a_view_with_mixed_case_columns_and_float_customer_ids(postgres_url: str, pg_schema: str) -> None:
+    """The shape of public retail exports: quoted mixed-case names, ids as floats, quantity x price,
+    cancellations as their own negative invoices."""
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f'create table {pg_schema}.retail ("InvoiceNo" text, "Quantity" integer, "InvoiceDate" timestamp, '
+            f'"UnitPrice" double precision, "CustomerID" double precision)'
+        )
+        conn.exec_driver_sql(
+            f"insert into {pg_schema}.retail values "
+            "('536365', 6, '2024-02-01 08:26', 2.55, 17850), ('536365', 2, '2024-02-01 08:26', 0.1, 17850),"
+            "('C536379', -1, '2024-02-02 09:41', 2.55, 17850), ('536370', 3, '2024-02-10 10:00', 1.1, 12583),"
+            "('536371', 1, '2024-02-11 10:00', 9.99, null)"
+        )
+        conn.exec_driver_sql(f'create view {pg_schema}."Sales" as select * from {pg_schema}.retail')
+    engine.dispose()
+    backend = Backend("postgresql", postgres_url, pg_schema)
+
+    result = run_extract(
+        backend,
+        source_table=f"{pg_schema}.Sales",
+        customer_id_column="CustomerID",
+        occurred_at_column="InvoiceDate",
+        amount_column="",
+        quantity_column="Quantity",
+        unit_price_column="UnitPrice",
+        order_id_column="InvoiceNo",
+    )
+
+    # 17850: invoice 536365 = 6 x 2.55 + 2 x 0.10 = 15.50; the cancellation -2.55 is its own invoice
+    assert_features_equal(
+        features_by_customer(result.features),
+        {"17850": (28, 1, 12.95, 12.95, 28), "12583": (19, 1, 3.30, 3.30, 19)},
+    )
+    assert result.customer_id_is_integer and result.features["customer_id"].dtype == "int64"
+    assert result.counts.rejected_by_reason["null_customer_id"] == 1
+
+
+@pytest.mark.parametrize("amount_type", ["numeric(12,2)", "double precision", "real", "integer", "bigint", "money"])
+def test_every_postgres_number_type_works_as_the_amount(postgres_url: str, pg_schema: str, amount_type: str) -> None:
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"create table {pg_schema}.transactions (customer_id text, occurred_at timestamp, amount {amount_type})"
+        )
+        conn.exec_driver_sql(
+            f"insert into {pg_schema}.transactions values ('A', '2024-02-01', 30), ('A', '2024-02-05', -10), "
+            "('A', '2024-02-20', 5)"
+        )
+    engine.dispose()
+
+    result = run_extract(Backend("postgresql", postgres_url, pg_schema))
+
+    assert_features_equal(features_by_customer(result.features), {"A": (10, 2, 25.0, 12.5, 29)})
