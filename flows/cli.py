@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,7 +55,21 @@ NClusters = Annotated[
 ]
 KMin = Annotated[int | None, typer.Option(min=2, max=30, help="Smallest K the automatic choice may pick [default: 2].")]
 KMax = Annotated[int | None, typer.Option(min=2, max=30, help="Largest K the automatic choice may pick [default: 10].")]
-ModelPolicy = Annotated[str | None, typer.Option(help="Model policy; this release always fits: refit.")]
+
+
+class Policy(StrEnum):
+    auto = "auto"
+    reuse = "reuse"
+    refit = "refit"
+
+
+ModelPolicy = Annotated[
+    Policy | None,
+    typer.Option(
+        help="auto: reuse the stored model unless it is old or the data drifted; reuse: always; "
+        "refit: always fit anew [default: auto]."
+    ),
+]
 LookbackDays = Annotated[int | None, typer.Option(min=1, help="Only rows of the last N days before as-of count.")]
 SampleSize = Annotated[
     int | None, typer.Option(min=100, help="Fit KMeans on at most this many customers [default: 200000].")
@@ -79,7 +94,7 @@ def run(
         "n_clusters": n_clusters,
         "k_min": k_min,
         "k_max": k_max,
-        "model_policy": model_policy,
+        "model_policy": model_policy.value if model_policy else None,
         "lookback_days": lookback_days,
         "sample_size": sample_size,
         "dry_run": dry_run,
@@ -136,7 +151,47 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _number(value: float | None, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
+    return "-" if value is None or value != value else pattern.format(value)  # None or NaN: no value
+
+
+@app.command()
+def score(
+    customer_id: Annotated[str, typer.Option(help="The customer to score, as in the source's id column.")],
+    as_of: AsOf = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Compute one customer's features now and score them with the stored model (writes nothing)."""
+    import json
+
+    from tasks.score import score_customer
+    from tasks.settings import load_settings
+
+    try:
+        result = score_customer(load_settings(), customer_id, as_of.date() if as_of else None)
+    except SegmentsError as error:
+        raise _fail(error) from None
+    if as_json:
+        payload = {
+            "customer_id": result.customer_id,
+            "as_of": result.as_of.isoformat(),
+            "segment_id": result.segment_id,
+            "segment_name": result.segment_name,
+            "model_version": result.model_version,
+            "distance_to_centroid": result.distance,
+            "features": result.features,
+            "seconds": round(result.seconds, 4),
+        }
+        console.print_json(json.dumps(payload))
+        return
+    table = Table(title=f"Customer {result.customer_id} as of {result.as_of}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("segment", f"{result.segment_id} {result.segment_name}")
+    for name, value in result.features.items():
+        table.add_row(name, "-" if value is None else f"{value:,.2f}" if isinstance(value, float) else f"{value:,}")
+    table.add_row("model version", str(result.model_version))
+    console.print(table)
+    console.print(f"Scored in {result.seconds:.3f} s", highlight=False)
 
 
 @app.command()

@@ -38,7 +38,7 @@ def segment_customers(
     n_clusters: Annotated[int | None, Field(ge=2, le=30)] = None,
     k_min: Annotated[int | None, Field(ge=2, le=30)] = None,
     k_max: Annotated[int | None, Field(ge=2, le=30)] = None,
-    model_policy: Literal["refit"] | None = None,
+    model_policy: Literal["auto", "reuse", "refit"] | None = None,
     lookback_days: Annotated[int | None, Field(ge=1, le=36_500)] = None,
     sample_size: Annotated[int | None, Field(ge=100, le=10_000_000)] = None,
     dry_run: bool = False,
@@ -90,7 +90,8 @@ def segment_customers(
         steps.record_run_start(settings, run_id, flow_run.get_id(), run_as_of, started_at)
     try:
         extract = steps.extract_features(settings, run_as_of)
-        outcome = steps.fit_segments(extract, settings, run_id, started_at)
+        stored = steps.load_stored_model(settings)
+        outcome = steps.model_segments(extract, settings, run_id, started_at, stored)
         if not settings.dry_run:
             steps.write_segments(settings, run_id, extract, outcome)
     except Exception as error:
@@ -103,7 +104,7 @@ def segment_customers(
         "%s %s customers into %s segments; outputs: %s",
         "Dry run: would write" if settings.dry_run else "Wrote",
         f"{len(outcome.segments.assignments):,}",
-        outcome.fit.n_clusters,
+        outcome.n_clusters,
         describe_outputs(settings),
     )
     return {
@@ -111,8 +112,11 @@ def segment_customers(
         "as_of": run_as_of.isoformat(),
         "dry_run": settings.dry_run,
         "customers": len(outcome.segments.assignments),
-        "n_clusters": outcome.fit.n_clusters,
-        "k_reason": outcome.fit.k_reason,
+        "n_clusters": outcome.n_clusters,
+        "k_reason": outcome.k_reason,
+        "model_action": outcome.decision.action,
+        "model_reason": outcome.decision.reason,
+        "model_version": outcome.model_version,
         "rows_scanned": extract.counts.rows_scanned,
         "rejected_by_reason": extract.counts.rejected_by_reason,
         "segments": profiles[SUMMARY_PROFILE_COLUMNS].to_dict(orient="records"),

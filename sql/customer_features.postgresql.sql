@@ -17,6 +17,9 @@ with source_rows as (
         cast({{ amount }} as numeric) as amount
         {% endif %}
     from {{ source_table }}
+    {% if one_customer %}
+    where {{ customer_id }} = :customer_id
+    {% endif %}
 ),
 
 classified_rows as (

@@ -4,6 +4,7 @@
 -- zero stays zero. Times are read with julianday(): ISO-8601 text (naive means UTC, an offset is
 -- honoured) or a Julian day number; a value it cannot read counts as a null time.
 -- Identifiers are validated and quoted before rendering; values are bound parameters, named:
+--   customer_id      only when scoring one customer (`segments score`)
 --   as_of            text, 'YYYY-MM-DD 00:00:00' (UTC)
 --   window_start     text, as_of - lookback_days (only when a lookback is set)
 with source_rows as (
@@ -25,6 +26,9 @@ with source_rows as (
         end as amount_micros
         {% endif %}
     from {{ source_table }}
+    {% if one_customer %}
+    where {{ customer_id }} = :customer_id
+    {% endif %}
 ),
 
 classified_rows as (

@@ -18,3 +18,18 @@ create table if not exists {{ customer_segments }} (
     model_version text not null,
     scored_at {{ timestamp_type }} not null
 );
+
+-- Segment membership over time: a row only when a customer's segment changes. valid_to is the as-of
+-- date of the run that moved the customer elsewhere (exclusive); null while the row is current.
+create table if not exists {{ customer_segment_history }} (
+    customer_id {{ customer_id_type }} not null,
+    segment_id integer not null,
+    segment_name text not null,
+    valid_from date not null,
+    valid_to date,
+    run_id text not null,
+    primary key (customer_id, valid_from)
+);
+
+create index if not exists customer_segment_history_open_idx
+    on {{ customer_segment_history }} (customer_id) where valid_to is null;

@@ -30,7 +30,8 @@ create table if not exists {{ segment_runs }} (
     davies_bouldin {{ float_type }},
     calinski_harabasz {{ float_type }},
     elbow {{ json_type }},
-    model {{ json_type }},
+    drift {{ json_type }},
+    segment_changes {{ json_type }},
     settings {{ json_type }},
     error text
 );
@@ -64,3 +65,14 @@ create table if not exists {{ segment_profiles }} (
 );
 
 create index if not exists segment_profiles_as_of_idx on {{ segment_profiles }} (as_of);
+
+create table if not exists {{ segment_models }} (
+    model_version integer primary key,
+    created_at {{ timestamp_type }} not null,
+    training_run_id text not null,
+    trained_as_of date not null,
+    format_version integer not null,
+    n_clusters integer not null,
+    features text not null,
+    model {{ json_type }} not null
+);

@@ -186,7 +186,7 @@ def _is_numeric_or_unknown(column_type: Any, dialect: str) -> bool:
     return dialect == "sqlite" and isinstance(column_type, sqltypes.NullType)
 
 
-def render_feature_query(engine: Engine, settings: SegmentSettings) -> str:
+def render_feature_query(engine: Engine, settings: SegmentSettings, one_customer: bool = False) -> str:
     """The feature query for the settings' dialect with the mapped identifiers quoted in."""
 
     def column(name: str | None) -> QuotedIdentifier | None:
@@ -204,6 +204,7 @@ def render_feature_query(engine: Engine, settings: SegmentSettings) -> str:
         unit_price=column(settings.unit_price_column) if use_quantity else None,
         order_id=column(settings.order_id_column),
         lookback=settings.lookback_days is not None,
+        one_customer=one_customer,
     )
 
 
@@ -222,28 +223,31 @@ def query_parameters(settings: SegmentSettings, as_of: date) -> dict[str, Any]:
     return params
 
 
-def extract_customer_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
+def extract_customer_features(settings: SegmentSettings, as_of: date, customer_id: str | None = None) -> ExtractResult:
     """Compute per-customer features as of ``as_of`` in the database and fetch them in chunks.
 
     Returns one row per customer that has at least one accepted row in the window, with the columns
     ``customer_id``, ``recency_days`` / ``tenure_days`` (whole days, null when ``frequency`` is 0),
     ``frequency`` (orders with net amount > 0), ``monetary`` (net spend, refunds included, in the
     source's currency) and ``avg_order_value`` (``monetary / frequency``), and the row counts.
-    Raises :class:`EmptySourceError` when the source or the window holds no usable row.
+    Raises :class:`EmptySourceError` when the source or the window holds no usable row. With
+    ``customer_id``, only that customer's rows are read (one index lookup where the source has an
+    index on the customer id column).
     """
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
     try:
         source = inspect_source(engine, settings)
-        sql = render_feature_query(engine, settings)
+        sql = render_feature_query(engine, settings, one_customer=customer_id is not None)
+        params = query_parameters(settings, as_of)
+        if customer_id is not None:
+            params["customer_id"] = _customer_id_value(customer_id, source.customer_id_is_integer)
         chunks: list[pd.DataFrame] = []
         totals: dict[str, int] = {}
         with connection_errors(url), engine.connect() as conn:
             if settings.dialect == "postgresql":
                 conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
-            result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(
-                text(sql), query_parameters(settings, as_of)
-            )
+            result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(text(sql), params)
             columns = list(result.keys())
             for partition in result.partitions(FETCH_CHUNK_ROWS):
                 chunk = pd.DataFrame.from_records(partition, columns=columns)
@@ -258,6 +262,10 @@ def extract_customer_features(settings: SegmentSettings, as_of: date) -> Extract
         engine.dispose()
 
     counts = _row_counts(totals)
+    if customer_id is not None and counts.rows_in_window == 0:
+        raise EmptySourceError(
+            f"customer {customer_id!r} has no usable rows before as-of {as_of.isoformat()} in {settings.source_table!r}"
+        )
     if counts.rows_scanned == 0:
         raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
     features, customer_id_is_integer = _typed_features(chunks, source.customer_id_is_integer)
@@ -274,6 +282,15 @@ def extract_customer_features(settings: SegmentSettings, as_of: date) -> Extract
         as_of=as_of,
         customer_id_is_integer=customer_id_is_integer,
     )
+
+
+def _customer_id_value(customer_id: str, is_integer: bool) -> str | int:
+    if not is_integer:
+        return customer_id
+    try:
+        return int(customer_id)
+    except ValueError:
+        raise SourceError(f"customer id {customer_id!r} is not an integer, as the source's ids are") from None
 
 
 def _row_counts(totals: dict[str, int]) -> RowCounts:

@@ -32,6 +32,8 @@ from tasks.database import (
     split_statements,
 )
 from tasks.errors import SourceError
+from tasks.lifecycle import StoredModel
+from tasks.model import MODEL_FORMAT_VERSION
 from tasks.segments import SegmentTable
 from tasks.settings import SegmentSettings, check_identifier
 
@@ -63,7 +65,8 @@ _RUN_COLUMNS = {
     "davies_bouldin": sa.Float,
     "calinski_harabasz": sa.Float,
     "elbow": _JSON,
-    "model": _JSON,
+    "drift": _JSON,
+    "segment_changes": _JSON,
     "settings": _JSON,
     "error": sa.Text,
 }
@@ -118,7 +121,10 @@ class OutputTables:
     schema: QuotedIdentifier | None
     segment_runs: QuotedIdentifier
     segment_profiles: QuotedIdentifier
+    segment_models: QuotedIdentifier
     customer_segments: QuotedIdentifier
+    customer_segment_history: QuotedIdentifier
+    segment_transitions: QuotedIdentifier
     schema_name: str | None
 
     def table(self, name: str, columns: dict[str, Any]) -> sa.TableClause:
@@ -133,7 +139,10 @@ def output_tables(engine: Engine | Connection, settings: SegmentSettings) -> Out
         schema=quote_identifier(engine, schema, "schema") if schema else None,
         segment_runs=quote_table(engine, "segment_runs", schema),
         segment_profiles=quote_table(engine, "segment_profiles", schema),
+        segment_models=quote_table(engine, "segment_models", schema),
         customer_segments=quote_table(engine, "customer_segments", schema),
+        customer_segment_history=quote_table(engine, "customer_segment_history", schema),
+        segment_transitions=quote_table(engine, "segment_transitions", schema),
         schema_name=schema,
     )
 
@@ -157,6 +166,7 @@ def ensure_run_tables(conn: Connection, settings: SegmentSettings) -> OutputTabl
         schema=tables.schema,
         segment_runs=tables.segment_runs,
         segment_profiles=tables.segment_profiles,
+        segment_models=tables.segment_models,
         **_ddl_types(settings.dialect),
     )
     _run_script(conn, script)
@@ -211,19 +221,27 @@ def write_run_outputs(
     segments: SegmentTable,
     customer_id_is_integer: bool,
     run_fields: dict[str, Any],
-) -> None:
-    """Replace ``customer_segments``, replace the as-of date's profiles and close the run record, all
-    in one transaction. Until it commits, readers see the previous state; on any error nothing
-    changes."""
+    new_model: StoredModel | None = None,
+) -> bool:
+    """Replace ``customer_segments``, update ``customer_segment_history``, store a newly fitted model,
+    replace the as-of date's profiles and close the run record, all in one transaction. Until it
+    commits, readers see the previous state; on any error nothing changes.
+
+    Returns whether the history was updated: it is not for an as-of date older than its latest
+    change, since history is kept in date order (a backfill still writes everything else).
+    """
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
-    as_of = segments.assignments["as_of"].iloc[0] if len(segments.assignments) else run_fields.get("as_of")
+    as_of: date = run_fields["as_of"]
     try:
         with connection_errors(url), engine.begin() as conn:
             tables = ensure_run_tables(conn, settings)
             _ensure_customer_segments(conn, settings, tables, customer_id_is_integer)
             conn.execute(tables.table("customer_segments", {}).delete())
             _insert_assignments(conn, settings, tables, segments.assignments)
+            history_updated = _update_history(conn, tables, as_of)
+            if new_model is not None:
+                _insert_model(conn, tables, new_model)
 
             profiles = tables.table("segment_profiles", _profile_columns(segments.profiles))
             conn.execute(profiles.delete().where(profiles.c.as_of == as_of))
@@ -243,6 +261,72 @@ def write_run_outputs(
             )
     finally:
         engine.dispose()
+    return history_updated
+
+
+def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool:
+    history = tables.table("customer_segment_history", {"valid_from": sa.Date})
+    latest = conn.execute(sa.select(sa.func.max(history.c.valid_from))).scalar_one()
+    if latest is not None and str(latest) > as_of.isoformat():
+        return False
+    script = load_sql(
+        "customer_segment_history",
+        history=tables.customer_segment_history,
+        customer_segments=tables.customer_segments,
+    )
+    for statement in split_statements(script):
+        conn.execute(sa.text(statement).bindparams(sa.bindparam("as_of", value=as_of, type_=sa.Date)))
+    return True
+
+
+_MODEL_COLUMNS = {
+    "model_version": sa.Integer,
+    "created_at": _TIMESTAMP,
+    "training_run_id": sa.Text,
+    "trained_as_of": sa.Date,
+    "format_version": sa.Integer,
+    "n_clusters": sa.Integer,
+    "features": sa.Text,
+    "model": _JSON,
+}
+
+
+def _insert_model(conn: Connection, tables: OutputTables, stored: StoredModel) -> None:
+    models = tables.table("segment_models", _MODEL_COLUMNS)
+    conn.execute(
+        models.insert().values(
+            model_version=stored.version,
+            created_at=datetime.now(UTC),
+            training_run_id=stored.training_run_id,
+            trained_as_of=stored.trained_as_of,
+            format_version=MODEL_FORMAT_VERSION,
+            n_clusters=stored.model.n_clusters,
+            features=",".join(stored.model.features),
+            model=stored.to_dict(),
+        )
+    )
+
+
+def load_latest_model(settings: SegmentSettings) -> StoredModel | None:
+    """The newest model in ``segment_models``, rebuilt from its stored numbers; ``None`` when there is
+    none. A row that cannot be read (unknown format, wrong shapes) raises :class:`ModelError`."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        with connection_errors(url), engine.connect() as conn:
+            tables = output_tables(conn, settings)
+            if not sa.inspect(conn).has_table("segment_models", schema=tables.schema_name):
+                return None
+            models = tables.table("segment_models", _MODEL_COLUMNS)
+            row = conn.execute(
+                sa.select(models.c.model_version, models.c.model).order_by(models.c.model_version.desc()).limit(1)
+            ).first()
+    finally:
+        engine.dispose()
+    if row is None:
+        return None
+    data = json.loads(row.model) if isinstance(row.model, str) else row.model
+    return StoredModel.from_dict(data)
 
 
 def _ensure_customer_segments(
@@ -266,10 +350,19 @@ def _ensure_customer_segments(
     script = load_sql(
         "customer_segments_table",
         customer_segments=tables.customer_segments,
+        customer_segment_history=tables.customer_segment_history,
         customer_id_type=SqlKeyword(wanted),
         **_ddl_types(settings.dialect),
     )
     _run_script(conn, script)
+    view = load_sql(
+        "segment_transitions",
+        segment_transitions=tables.segment_transitions,
+        segment_runs=tables.segment_runs,
+        history=tables.customer_segment_history,
+        or_replace=settings.dialect == "postgresql",
+    )
+    conn.exec_driver_sql(view)
 
 
 def _insert_assignments(
@@ -313,7 +406,8 @@ def _is_missing(value: Any) -> bool:
 
 
 def _profile_columns(profiles: pd.DataFrame) -> dict[str, Any]:
-    return {column: (_JSON if column in _PROFILE_JSON_COLUMNS else None) for column in profiles.columns}
+    kinds = {column: (_JSON if column in _PROFILE_JSON_COLUMNS else None) for column in profiles.columns}
+    return kinds | {"as_of": sa.Date}
 
 
 def _records(frame: pd.DataFrame, json_columns: set[str]) -> list[dict[str, Any]]:

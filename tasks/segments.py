@@ -9,6 +9,7 @@ customers without net purchases.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -124,6 +125,56 @@ def score_customers(features: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def with_scores(features: pd.DataFrame) -> pd.DataFrame:
+    """``features`` plus ``r_score``, ``f_score``, ``m_score`` (1-5) for customers with net purchases."""
+    purchasers = features["frequency"] > 0
+    scored = features.copy()
+    scores = score_customers(features.loc[purchasers])
+    for column in ("r_score", "f_score", "m_score"):
+        scored[column] = pd.Series(pd.NA, index=features.index, dtype="Int64")
+        scored.loc[purchasers, column] = scores[column].to_numpy()
+    return scored
+
+
+def cluster_means(scored: pd.DataFrame, labels: np.ndarray, n_clusters: int) -> pd.DataFrame:
+    """Mean R, F, M scores and spend of each cluster (index 0..K-1; NaN for an empty cluster).
+
+    ``labels`` holds the cluster of each customer with ``frequency > 0``, in their order.
+    """
+    purchasers = scored.loc[scored["frequency"] > 0, ["r_score", "f_score", "m_score", "monetary"]]
+    means = purchasers.astype("float64").groupby(labels).mean()
+    return means.reindex(range(n_clusters))
+
+
+def grid_names(means: pd.DataFrame) -> list[str]:
+    """The RFM grid name of each cluster from its rounded mean scores."""
+    names = []
+    for _, row in means.iterrows():
+        if row[["r_score", "f_score", "m_score"]].isna().any():
+            names.append("Unassigned")  # a centroid that attracted nobody today
+        else:
+            names.append(rfm_segment_name(*(round(row[s]) for s in ("r_score", "f_score", "m_score"))))
+    return names
+
+
+def fresh_segment_labels(means: pd.DataFrame) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Ids 1..K from the most to the least valuable cluster, and unique grid names, per cluster index."""
+    ranked = means.assign(value=means[["r_score", "f_score", "m_score"]].sum(axis=1))
+    order = [
+        int(index) for index in ranked.sort_values(["value", "monetary"], ascending=False, na_position="last").index
+    ]
+    base_names = grid_names(means)
+    ids = [0] * len(means)
+    names = [""] * len(means)
+    used: dict[str, int] = {}
+    for position, index in enumerate(order):
+        ids[index] = position + 1
+        base = base_names[index]
+        used[base] = used.get(base, 0) + 1
+        names[index] = base if used[base] == 1 else f"{base} ({used[base]})"
+    return tuple(ids), tuple(names)
+
+
 @dataclass(frozen=True)
 class SegmentTable:
     """The run's output frames: one row per customer, and one profile per segment."""
@@ -133,30 +184,29 @@ class SegmentTable:
 
 
 def build_segments(
-    features: pd.DataFrame,
+    scored: pd.DataFrame,
     labels: np.ndarray,
     model: SegmentModel,
     *,
+    segment_ids: Sequence[int],
+    segment_names: Sequence[str],
     as_of: date,
     run_id: str,
     model_version: str,
     scored_at: datetime,
 ) -> SegmentTable:
-    """Join features, labels and scores into the ``customer_segments`` and ``segment_profiles`` rows.
+    """Join features, scores and labels into the ``customer_segments`` and ``segment_profiles`` rows.
 
-    ``features`` holds every customer of the run; ``labels`` the cluster index (0..K-1) of those with
-    ``frequency > 0``, in their order. Customers without net purchases get the reserved segment 0.
+    ``scored`` holds every customer of the run (from :func:`with_scores`); ``labels`` the cluster index
+    (0..K-1) of those with ``frequency > 0``, in their order; ``segment_ids`` and ``segment_names``
+    the id and name of each cluster index. Customers without net purchases get the reserved segment 0.
     """
-    purchasers = features["frequency"] > 0
-    scored = features.copy()
-    scores = score_customers(features.loc[purchasers])
-    for column in ("r_score", "f_score", "m_score"):
-        scored[column] = pd.Series(pd.NA, index=features.index, dtype="Int64")
-        scored.loc[purchasers, column] = scores[column].to_numpy()
-    cluster = pd.Series(-1, index=features.index, dtype="int64")
+    purchasers = scored["frequency"] > 0
+    cluster = pd.Series(-1, index=scored.index, dtype="int64")
     cluster.loc[purchasers] = labels
-
-    segment_of_cluster, names = _name_clusters(scored.loc[purchasers], cluster.loc[purchasers], model.n_clusters)
+    segment_of_cluster = {index: int(segment) for index, segment in enumerate(segment_ids)}
+    names = {int(segment): name for segment, name in zip(segment_ids, segment_names, strict=True)}
+    scored = scored.copy()
     scored["segment_id"] = cluster.map(segment_of_cluster).fillna(NO_NET_PURCHASES_ID).astype("int64")
     scored["segment_name"] = scored["segment_id"].map(names | {NO_NET_PURCHASES_ID: NO_NET_PURCHASES_NAME})
     scored["as_of"] = as_of
@@ -179,28 +229,6 @@ def build_segments(
         "scored_at",
     ]
     return SegmentTable(assignments=scored[columns].reset_index(drop=True), profiles=profiles)
-
-
-def _name_clusters(
-    purchasers: pd.DataFrame, cluster: pd.Series, n_clusters: int
-) -> tuple[dict[int, int], dict[int, str]]:
-    """Segment id and unique name for each cluster index, the most valuable profile first."""
-    means = purchasers[["r_score", "f_score", "m_score", "monetary"]].astype("float64").groupby(cluster).mean()
-    means = means.reindex(range(n_clusters))
-    means["value"] = means[["r_score", "f_score", "m_score"]].sum(axis=1)
-    order = means.sort_values(["value", "monetary"], ascending=False, na_position="last").index
-    segment_of_cluster = {int(index): position + 1 for position, index in enumerate(order)}
-    names: dict[int, str] = {}
-    used: dict[str, int] = {}
-    for index in order:
-        row = means.loc[index]
-        if row.isna().any():
-            base = "Unassigned"  # a centroid that attracted nobody
-        else:
-            base = rfm_segment_name(*(round(row[s]) for s in ("r_score", "f_score", "m_score")))
-        used[base] = used.get(base, 0) + 1
-        names[segment_of_cluster[int(index)]] = base if used[base] == 1 else f"{base} ({used[base]})"
-    return segment_of_cluster, names
 
 
 def _profiles(

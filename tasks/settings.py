@@ -93,7 +93,10 @@ class SegmentSettings(BaseSettings):
     sample_size: int = Field(default=200_000, ge=100, le=10_000_000)
     winsorize_quantile: float = Field(default=0.99, gt=0.5, le=1.0)
     random_state: int = Field(default=42, ge=0, le=2**32 - 1)
-    model_policy: Literal["refit"] = "refit"
+    model_policy: Literal["auto", "reuse", "refit"] = "auto"
+    max_model_age_days: int = Field(default=30, ge=1, le=3650)
+    drift_psi_threshold: float = Field(default=0.25, gt=0, le=10)
+    drift_inertia_ratio: float = Field(default=1.25, gt=1, le=100)
     dry_run: bool = False
 
     @field_validator(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ParamSpec, TypeVar, cast
 
+import numpy as np
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
@@ -23,8 +24,16 @@ from pydantic import SecretStr
 from tasks import load
 from tasks.errors import ConfigurationError, DatabaseUnavailableError
 from tasks.extract import ExtractResult, extract_customer_features
-from tasks.model import FitResult, fit_segment_model
-from tasks.segments import SegmentTable, build_segments
+from tasks.lifecycle import ModelDecision, StoredModel, decide_model_action, match_segments, psi_reference
+from tasks.model import ElbowCurve, SegmentModel, clustering_metrics, fit_segment_model
+from tasks.segments import (
+    SegmentTable,
+    build_segments,
+    cluster_means,
+    fresh_segment_labels,
+    grid_names,
+    with_scores,
+)
 from tasks.settings import SegmentSettings
 
 P = ParamSpec("P")
@@ -68,54 +77,137 @@ def read_secret(block_name: str) -> SecretStr:
 
 @dataclass(frozen=True)
 class ModelOutcome:
-    """A fit and the output rows built from it."""
+    """The model decision, the model that scored the run, and the output rows built from it."""
 
-    fit: FitResult
+    decision: ModelDecision
+    model: SegmentModel
+    model_version: int
+    labels: np.ndarray
+    k_reason: str
+    elbow: ElbowCurve | None
+    metrics: dict[str, float | None]
     segments: SegmentTable
-    model_version: str
+    new_model: StoredModel | None
+    segment_changes: dict[str, Any]
+
+    @property
+    def n_clusters(self) -> int:
+        return self.model.n_clusters
 
 
 def segment_features(
-    extract: ExtractResult, settings: SegmentSettings, *, run_id: str, scored_at: datetime
+    extract: ExtractResult,
+    settings: SegmentSettings,
+    *,
+    run_id: str,
+    scored_at: datetime,
+    stored: StoredModel | None,
 ) -> ModelOutcome:
-    """Fit the model on customers with net purchases and build the assignment and profile rows."""
+    """Decide to fit, reuse or refit (the model policy), score every customer with net purchases, give
+    each cluster its stable segment id and name, and build the assignment and profile rows."""
     features = extract.features
     purchasers = features.loc[features["frequency"] > 0]
-    fit = fit_segment_model(
+    decision = decide_model_action(
+        settings.model_policy,
+        stored,
         purchasers,
-        settings.features,
-        n_clusters=settings.n_clusters,
-        k_min=settings.k_min,
-        k_max=settings.k_max,
-        sample_size=settings.sample_size,
+        features=settings.features,
         winsorize_quantile=settings.winsorize_quantile,
+        as_of=extract.as_of,
+        max_model_age_days=settings.max_model_age_days,
+        psi_threshold=settings.drift_psi_threshold,
+        inertia_ratio_threshold=settings.drift_inertia_ratio,
         random_state=settings.random_state,
     )
-    model_version = run_id
+    scored = with_scores(features)
+    new_model: StoredModel | None = None
+    if decision.action == "reuse":
+        assert stored is not None
+        model, version = stored.model, stored.version
+        labels = model.predict(purchasers)
+        metrics = clustering_metrics(
+            model.transform(purchasers), labels, model.centroids, np.random.default_rng(settings.random_state)
+        )
+        ids, names = stored.segment_ids, stored.segment_names
+        k_reason, elbow = f"K={model.n_clusters} of stored model {version}", None
+        changes: dict[str, Any] = {"kept": list(ids), "new": [], "retired": []}
+    else:
+        fit = fit_segment_model(
+            purchasers,
+            settings.features,
+            n_clusters=settings.n_clusters,
+            k_min=settings.k_min,
+            k_max=settings.k_max,
+            sample_size=settings.sample_size,
+            winsorize_quantile=settings.winsorize_quantile,
+            random_state=settings.random_state,
+        )
+        model, labels, metrics, k_reason, elbow = fit.model, fit.labels, fit.metrics, fit.k_reason, fit.elbow
+        means = cluster_means(scored, labels, model.n_clusters)
+        version = stored.version + 1 if stored else 1
+        if stored is not None and stored.model.features == model.features:
+            match = match_segments(model, stored, grid_names(means))
+            ids, names, next_id = match.segment_ids, match.segment_names, match.next_segment_id
+            kept = sorted(match.matched.values())
+            changes = {"kept": kept, "new": sorted(set(ids) - set(kept)), "retired": list(match.retired)}
+        else:
+            fresh_ids, names = fresh_segment_labels(means)
+            offset = stored.next_segment_id - 1 if stored else 0  # never reuse an id a past model had
+            ids = tuple(segment + offset for segment in fresh_ids)
+            next_id = max(ids) + 1
+            changes = {"kept": [], "new": sorted(ids), "retired": list(stored.segment_ids) if stored else []}
+        new_model = StoredModel(
+            version=version,
+            model=model,
+            winsorize_quantile=settings.winsorize_quantile,
+            segment_ids=ids,
+            segment_names=names,
+            next_segment_id=next_id,
+            psi_reference=psi_reference(model.transform(purchasers), model.features),
+            trained_as_of=extract.as_of,
+            training_run_id=run_id,
+            metrics=metrics,
+        )
     segments = build_segments(
-        features,
-        fit.labels,
-        fit.model,
+        scored,
+        labels,
+        model,
+        segment_ids=ids,
+        segment_names=names,
         as_of=extract.as_of,
         run_id=run_id,
-        model_version=model_version,
+        model_version=str(version),
         scored_at=scored_at,
     )
-    return ModelOutcome(fit=fit, segments=segments, model_version=model_version)
+    return ModelOutcome(
+        decision=decision,
+        model=model,
+        model_version=version,
+        labels=labels,
+        k_reason=k_reason,
+        elbow=elbow,
+        metrics=metrics,
+        segments=segments,
+        new_model=new_model,
+        segment_changes=changes,
+    )
 
 
 def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str, Any]:
-    """What ``segment_runs`` keeps about a successful run: counts, K and how it was chosen, quality."""
+    """What ``segment_runs`` keeps about a successful run: counts, the model decision and its figures,
+    K and how it was chosen, quality."""
     counts = extract.counts
     assignments = outcome.segments.assignments
     clustered = int((assignments["frequency"] > 0).sum())
     return {
         "as_of": extract.as_of,
-        "model_action": "fit",
-        "model_reason": "this release fits a new model on every run",
-        "model_version": outcome.model_version,
-        "n_clusters": outcome.fit.n_clusters,
-        "k_reason": outcome.fit.k_reason,
+        "model_action": outcome.decision.action,
+        "model_reason": outcome.decision.reason,
+        "drift": outcome.decision.figures or None,
+        "segment_changes": outcome.segment_changes,
+        "model_version": str(outcome.model_version),
+        "n_clusters": outcome.n_clusters,
+        "k_reason": outcome.k_reason,
         "rows_scanned": counts.rows_scanned,
         "rows_in_window": counts.rows_in_window,
         "rows_before_window": counts.rows_before_window,
@@ -124,10 +216,21 @@ def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str
         "customers": len(assignments),
         "customers_clustered": clustered,
         "customers_no_net_purchases": len(assignments) - clustered,
-        "elbow": outcome.fit.elbow.as_dict() if outcome.fit.elbow else None,
-        "model": outcome.fit.model.to_dict(),
-        **outcome.fit.metrics,
+        "elbow": outcome.elbow.as_dict() if outcome.elbow else None,
+        **outcome.metrics,
     }
+
+
+@database_task(name="load-stored-model", task_run_name="load the latest stored model")
+def load_stored_model(settings: SegmentSettings) -> StoredModel | None:
+    stored = load.load_latest_model(settings)
+    if stored is None:
+        get_run_logger().info("No stored model yet")
+    else:
+        get_run_logger().info(
+            "Stored model %s: K=%s, trained as of %s", stored.version, stored.model.n_clusters, stored.trained_as_of
+        )
+    return stored
 
 
 @database_task(name="record-run-start", task_run_name="record run {run_id} as running")
@@ -157,19 +260,30 @@ def extract_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
     return result
 
 
-@task(name="fit-segments", task_run_name="fit segments", cache_policy=NO_CACHE, persist_result=False)
-def fit_segments(extract: ExtractResult, settings: SegmentSettings, run_id: str, scored_at: datetime) -> ModelOutcome:
+@task(name="model-segments", task_run_name="fit or reuse the model", cache_policy=NO_CACHE, persist_result=False)
+def model_segments(
+    extract: ExtractResult, settings: SegmentSettings, run_id: str, scored_at: datetime, stored: StoredModel | None
+) -> ModelOutcome:
     logger = get_run_logger()
     started = time.perf_counter()
-    outcome = segment_features(extract, settings, run_id=run_id, scored_at=scored_at)
-    fit = outcome.fit
+    outcome = segment_features(extract, settings, run_id=run_id, scored_at=scored_at, stored=stored)
     logger.info(
-        "K=%s (%s); fitted and assigned %s customers in %.2f s; silhouette %s",
-        fit.n_clusters,
-        fit.k_reason,
-        f"{len(fit.labels):,}",
+        "Model %s: %s (%s) %s",
+        outcome.model_version,
+        outcome.decision.action,
+        outcome.decision.reason,
+        outcome.decision.figures or "",
+    )
+    logger.info(
+        "K=%s (%s); assigned %s customers in %.2f s; silhouette %s; segments kept %s, new %s, retired %s",
+        outcome.n_clusters,
+        outcome.k_reason,
+        f"{len(outcome.labels):,}",
         time.perf_counter() - started,
-        "n/a" if fit.metrics["silhouette"] is None else f"{fit.metrics['silhouette']:.3f}",
+        "n/a" if outcome.metrics["silhouette"] is None else f"{outcome.metrics['silhouette']:.3f}",
+        outcome.segment_changes["kept"],
+        outcome.segment_changes["new"],
+        outcome.segment_changes["retired"],
     )
     return outcome
 
@@ -177,13 +291,19 @@ def fit_segments(extract: ExtractResult, settings: SegmentSettings, run_id: str,
 @database_task(name="write-segments", task_run_name="write segments of run {run_id}")
 def write_segments(settings: SegmentSettings, run_id: str, extract: ExtractResult, outcome: ModelOutcome) -> None:
     started = time.perf_counter()
-    load.write_run_outputs(
+    history_updated = load.write_run_outputs(
         settings,
         run_id=run_id,
         segments=outcome.segments,
         customer_id_is_integer=extract.customer_id_is_integer,
         run_fields=run_record_fields(extract, outcome),
+        new_model=outcome.new_model,
     )
+    if not history_updated:
+        get_run_logger().warning(
+            "As-of %s is older than the latest change in customer_segment_history; history left as it was",
+            extract.as_of,
+        )
     get_run_logger().info(
         "Wrote %s assignments and %s profiles in one transaction in %.2f s",
         f"{len(outcome.segments.assignments):,}",

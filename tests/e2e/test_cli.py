@@ -118,3 +118,38 @@ def test_run_writes_segments_for_a_configured_postgres_source(
         ).scalar_one()
     backend.dispose()
     assert segments_written == 4
+
+
+def test_score_one_customer_with_the_stored_model(tmp_path: Path, postgres_url: str, pg_schema: str) -> None:
+    from tests.sql.test_load import load_synthetic, run_without_prefect
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=300)
+    env = {
+        "SEGMENTS_DATABASE_URL": postgres_url,
+        "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
+        "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
+        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+    }
+    before = segments("score", "--customer-id", "C000042", "--as-of", "2024-03-01", cwd=tmp_path, env=env)
+    assert before.returncode == 1 and "no stored model yet" in before.stderr
+    run_without_prefect(backend)
+    with backend.engine().connect() as conn:
+        expected = conn.execute(
+            sa.text(
+                f"select segment_id, segment_name, frequency from {pg_schema}.customer_segments "
+                "where customer_id = 'C000042'"
+            )
+        ).one()
+
+    result = segments("score", "--customer-id", "C000042", "--as-of", "2024-03-01", "--json", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr
+    import json
+
+    scored = json.loads(result.stdout)
+    assert (scored["segment_id"], scored["segment_name"]) == (expected.segment_id, expected.segment_name)
+    assert scored["features"]["frequency"] == expected.frequency
+    unknown = segments("score", "--customer-id", "nobody", "--as-of", "2024-03-01", cwd=tmp_path, env=env)
+    assert unknown.returncode == 1 and "customer 'nobody' has no usable rows" in unknown.stderr
+    backend.dispose()

@@ -51,7 +51,11 @@ def test_the_flow_segments_customers_into_postgres(shop: Backend) -> None:
     run = query(shop, "select * from {schema}.segment_runs").iloc[0]
     assert run["status"] == "succeeded" and str(run["run_id"]) == summary["run_id"]
     assert run["elbow"]["knee"] is not None and len(run["elbow"]["inertias"]) == 8
-    assert run["model"]["features"] == ["recency_days", "frequency", "monetary"]
+    assert run["model_action"] == "fit" and run["model_version"] == "1"
+    model = query(shop, "select * from {schema}.segment_models").iloc[0]
+    assert model["training_run_id"] == summary["run_id"]
+    assert model["model"]["model"]["features"] == ["recency_days", "frequency", "monetary"]
+    assert len(model["model"]["segment_ids"]) == summary["n_clusters"]
 
     from prefect.client.orchestration import get_client
 
@@ -92,7 +96,7 @@ def test_parameters_have_bounds_the_ui_can_render_and_the_flow_enforces() -> Non
     n_clusters = schema["n_clusters"]["anyOf"][0]
     assert (n_clusters["minimum"], n_clusters["maximum"]) == (2, 30)
     policy = schema["model_policy"]["anyOf"][0]
-    assert policy.get("enum", [policy.get("const")]) == ["refit"]
+    assert policy.get("enum", [policy.get("const")]) == ["auto", "reuse", "refit"]
     with pytest.raises(Exception, match="n_clusters"):
         segment_customers(n_clusters=1)
 

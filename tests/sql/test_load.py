@@ -46,13 +46,15 @@ def run_without_prefect(backend: Backend, as_of: date = AS_OF, **overrides: obje
     started = datetime.now(UTC)
     load.start_run(settings, run_id=run_id, flow_run_id=None, as_of=as_of, started_at=started)
     extract = extract_customer_features(settings, as_of)
-    outcome = steps.segment_features(extract, settings, run_id=run_id, scored_at=started)
+    stored = load.load_latest_model(settings)
+    outcome = steps.segment_features(extract, settings, run_id=run_id, scored_at=started, stored=stored)
     load.write_run_outputs(
         settings,
         run_id=run_id,
         segments=outcome.segments,
         customer_id_is_integer=extract.customer_id_is_integer,
         run_fields=steps.run_record_fields(extract, outcome),
+        new_model=outcome.new_model,
     )
     return run_id
 
@@ -83,13 +85,14 @@ def test_a_run_writes_assignments_profiles_and_its_record(backend: Backend) -> N
     assert run["rows_scanned"] == run["rows_in_window"] + run["rows_rejected"] + run["rows_before_window"]
     assert run["n_clusters"] == len(profiles.query("segment_id > 0"))
     assert run["silhouette"] is not None and run["model_action"] == "fit"
+    assert run["model_reason"] == "no stored model yet"
 
 
 def test_rerunning_the_same_date_replaces_instead_of_duplicating(backend: Backend) -> None:
     load_synthetic(backend)
     first = run_without_prefect(backend)
 
-    second = run_without_prefect(backend, n_clusters=4)
+    second = run_without_prefect(backend, n_clusters=4, model_policy="refit")
 
     assignments = read(backend, "customer_segments")
     assert set(assignments["run_id"]) == {second}
@@ -116,7 +119,7 @@ def test_a_failed_write_leaves_the_previous_state_untouched(backend: Backend, mo
 
     monkeypatch.setattr(load, "_insert_assignments", insert_with_duplicate)
     with pytest.raises(sa.exc.IntegrityError):
-        run_without_prefect(backend, n_clusters=5)
+        run_without_prefect(backend, n_clusters=5, model_policy="refit")
 
     pd.testing.assert_frame_equal(read(backend, "customer_segments", "customer_id"), before)
     pd.testing.assert_frame_equal(read(backend, "segment_profiles", "segment_id"), profiles_before)

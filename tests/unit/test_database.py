@@ -53,6 +53,7 @@ def test_the_output_ddl_takes_its_types_from_the_dialect_map() -> None:
     sql = load_sql(
         "customer_segments_table",
         customer_segments=QuotedIdentifier("s.customer_segments"),
+        customer_segment_history=QuotedIdentifier("s.customer_segment_history"),
         customer_id_type=SqlKeyword("bigint"),
         **_ddl_types("postgresql"),
     )
@@ -64,7 +65,7 @@ def test_the_output_ddl_takes_its_types_from_the_dialect_map() -> None:
 
 FEATURE_TEMPLATE_NAMES = {
     name: QuotedIdentifier(name) for name in ("source_table", "customer_id", "occurred_at", "amount")
-} | {"quantity": None, "unit_price": None, "order_id": None, "lookback": False}
+} | {"quantity": None, "unit_price": None, "order_id": None, "lookback": False, "one_customer": False}
 
 
 def test_scripts_split_into_statements_without_comments() -> None:

@@ -14,8 +14,11 @@ from tasks.segments import (
     NO_NET_PURCHASES_NAME,
     PERSONAS,
     build_segments,
+    cluster_means,
+    fresh_segment_labels,
     quintile_scores,
     rfm_segment_name,
+    with_scores,
 )
 
 GRID_NAMES = {
@@ -91,16 +94,19 @@ def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segmen
         random_state=0,
     )
 
+    scored = with_scores(features)
+    ids, names = fresh_segment_labels(cluster_means(scored, labels, model.n_clusters))
     table = build_segments(
-        features,
+        scored,
         labels,
         model,
+        segment_ids=ids,
+        segment_names=names,
         as_of=date(2024, 3, 1),
         run_id="r1",
-        model_version="m1",
+        model_version="1",
         scored_at=datetime(2024, 3, 1, 2, tzinfo=UTC),
     )
-
     assignments = table.assignments.set_index("customer_id")
     assert assignments.index.is_unique and len(assignments) == len(features)
     assert assignments.loc["e", "segment_id"] == 0

@@ -1,0 +1,25 @@
+-- Bring customer_segment_history in line with customer_segments for the run's as-of date (bound as
+-- as_of). Runs inside the write transaction, after customer_segments was replaced. Idempotent: a re-run
+-- of the same date first undoes what the earlier run of that date changed.
+delete from {{ history }} where valid_from = :as_of;
+
+update {{ history }} set valid_to = null where valid_to = :as_of;
+
+-- Close the current row of every customer whose segment changed or who is not in this run.
+update {{ history }} set valid_to = :as_of
+where valid_to is null
+    and not exists (
+        select 1 from {{ customer_segments }} as current_segments
+        where current_segments.customer_id = {{ history }}.customer_id
+            and current_segments.segment_id = {{ history }}.segment_id
+    );
+
+-- Open a row for every customer of this run who has no current one.
+insert into {{ history }} (customer_id, segment_id, segment_name, valid_from, valid_to, run_id)
+select current_segments.customer_id, current_segments.segment_id, current_segments.segment_name, :as_of, null,
+    current_segments.run_id
+from {{ customer_segments }} as current_segments
+where not exists (
+    select 1 from {{ history }} as open_rows
+    where open_rows.customer_id = current_segments.customer_id and open_rows.valid_to is null
+);

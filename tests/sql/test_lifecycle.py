@@ -1,0 +1,210 @@
+"""Model lifecycle on SQLite and PostgreSQL: reuse, drift, stable ids, history, stored models."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tasks.errors import ModelError
+from tests.conftest import Backend
+from tests.sql.test_load import AS_OF, load_synthetic, read, run_without_prefect
+
+
+def segments_by_customer(backend: Backend) -> pd.Series:
+    return read(backend, "customer_segments", "customer_id").set_index("customer_id")["segment_id"]
+
+
+def latest_run(backend: Backend) -> pd.Series:
+    return read(backend, "segment_runs", "started_at").iloc[-1]
+
+
+def scale_amounts(backend: Backend, factor: float) -> None:
+    with backend.engine().begin() as conn:
+        conn.execute(sa.text(f"update {backend.table('transactions')} set amount = amount * :f"), {"f": factor})
+
+
+def test_reuse_scores_exactly_like_the_run_that_fitted(backend: Backend) -> None:
+    load_synthetic(backend)
+    run_without_prefect(backend)
+    fitted = segments_by_customer(backend)
+
+    run_without_prefect(backend, model_policy="reuse")
+
+    pd.testing.assert_series_equal(segments_by_customer(backend), fitted)
+    run = latest_run(backend)
+    assert run["model_action"] == "reuse" and run["model_version"] == "1"
+    assert len(read(backend, "segment_models")) == 1
+
+
+def test_without_drift_auto_reuses_the_model(backend: Backend) -> None:
+    load_synthetic(backend)
+    run_without_prefect(backend)
+
+    run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+
+    run = latest_run(backend)
+    assert run["model_action"] == "reuse", run["model_reason"]
+    assert run["model_reason"].startswith("no drift")
+    drift = run["drift"] if isinstance(run["drift"], dict) else json.loads(run["drift"])
+    assert max(drift["psi"].values()) < 0.25 and drift["inertia_ratio"] < 1.25
+
+
+def test_injected_drift_triggers_a_refit_with_its_reason(backend: Backend) -> None:
+    load_synthetic(backend)
+    run_without_prefect(backend)
+    scale_amounts(backend, 20.0)  # every customer now spends twenty times as much
+
+    run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+
+    run = latest_run(backend)
+    assert run["model_action"] == "refit"
+    assert "PSI of monetary" in run["model_reason"]
+    assert run["model_version"] == "2"
+    assert len(read(backend, "segment_models")) == 2
+
+
+def test_an_old_model_or_changed_features_are_refitted(backend: Backend) -> None:
+    load_synthetic(backend)
+    run_without_prefect(backend)
+
+    run_without_prefect(backend, as_of=AS_OF + timedelta(days=45))
+    assert "45 days old (max 30)" in latest_run(backend)["model_reason"]
+
+    run_without_prefect(backend, as_of=AS_OF + timedelta(days=45), features="recency_days,monetary")
+    assert "features recency_days,frequency,monetary -> recency_days,monetary" in latest_run(backend)["model_reason"]
+    with pytest.raises(ModelError, match="differs: features"):
+        run_without_prefect(backend, as_of=AS_OF + timedelta(days=46), model_policy="reuse")
+
+
+def test_reuse_without_a_model_is_a_clear_error(backend: Backend) -> None:
+    load_synthetic(backend)
+
+    with pytest.raises(ModelError, match="no model is stored yet"):
+        run_without_prefect(backend, model_policy="reuse")
+
+
+def perturbed_copy(backend: Backend, seed: int) -> None:
+    """Slightly different data: 1% of rows dropped, amounts jittered by up to 2%."""
+    rows = read(backend, "transactions", "order_id, occurred_at")
+    rows["occurred_at"] = pd.to_datetime(rows["occurred_at"])  # SQLite returns text
+    rng = np.random.default_rng(seed)
+    rows = rows.loc[rng.uniform(size=len(rows)) > 0.01].copy()
+    amounts = pd.to_numeric(rows["amount"], errors="coerce")
+    rows["amount"] = (amounts * rng.uniform(0.98, 1.02, len(rows))).round(2)
+    rows.to_sql(
+        "transactions",
+        backend.engine(),
+        schema=backend.schema,
+        index=False,
+        if_exists="replace",
+        dtype={
+            "customer_id": sa.Text(),
+            "order_id": sa.Text(),
+            "occurred_at": sa.DateTime(),
+            "amount": sa.Numeric(12, 2),
+        },
+    )
+
+
+def test_segment_ids_survive_a_refit_on_slightly_changed_data(backend: Backend) -> None:
+    load_synthetic(backend, customers=600, seed=8)
+    run_without_prefect(backend, n_clusters=4)
+    before = segments_by_customer(backend)
+    names_before = read(backend, "segment_profiles").set_index("segment_id")["segment_name"]
+    perturbed_copy(backend, seed=1)
+
+    run_without_prefect(backend, n_clusters=4, model_policy="refit", random_state=7)
+
+    after = segments_by_customer(backend)
+    common = before.index.intersection(after.index)
+    kept = (before.loc[common] == after.loc[common]).mean()
+    assert kept >= 0.9, f"only {kept:.0%} kept their segment id"
+    names_after = read(backend, "segment_profiles", "run_id").drop_duplicates("segment_id", keep="last")
+    names_after = names_after.set_index("segment_id")["segment_name"]
+    for segment_id in set(names_before.index) & set(names_after.index):
+        assert names_after[segment_id] == names_before[segment_id]  # matched segments keep their name
+    changes = latest_run(backend)["segment_changes"]
+    changes = changes if isinstance(changes, dict) else json.loads(changes)
+    assert sorted(changes["kept"]) == [1, 2, 3, 4] and changes["new"] == [] and changes["retired"] == []
+
+
+def history(backend: Backend) -> pd.DataFrame:
+    return read(backend, "customer_segment_history", "customer_id, valid_from")
+
+
+def assert_history_matches_assignments(backend: Backend) -> None:
+    rows = history(backend)
+    open_rows = rows[rows["valid_to"].isna()].set_index("customer_id")
+    assert open_rows.index.is_unique
+    current = read(backend, "customer_segments").set_index("customer_id")
+    assert set(open_rows.index) == set(current.index)
+    assert (open_rows.loc[current.index, "segment_id"] == current["segment_id"]).all()
+
+
+def test_history_gets_a_row_only_when_a_segment_changes(backend: Backend) -> None:
+    load_synthetic(backend, customers=400, seed=9)
+    run_without_prefect(backend)
+    first = history(backend)
+    assert len(first) == len(read(backend, "customer_segments"))
+    assert_history_matches_assignments(backend)
+
+    run_without_prefect(backend)  # the same date again: idempotent
+    pd.testing.assert_frame_equal(history(backend).drop(columns="run_id"), first.drop(columns="run_id"))
+
+    next_day = AS_OF + timedelta(days=200)  # half a year later, with the same model: some customers move
+    before = segments_by_customer(backend)
+    run_without_prefect(backend, as_of=next_day, model_policy="reuse")
+    after = segments_by_customer(backend)
+    moved = int((before != after.loc[before.index]).sum())
+    assert moved > 0
+    rows = history(backend)
+    assert len(rows) == len(first) + moved
+    assert (rows["valid_from"].astype(str) == next_day.isoformat()).sum() == moved
+    assert (rows["valid_to"].astype(str) == next_day.isoformat()).sum() == moved
+    assert_history_matches_assignments(backend)
+
+    transitions = read(backend, "segment_transitions")
+    assert transitions["customers"].sum() == len(after)
+    changed = transitions[transitions["from_segment_id"] != transitions["to_segment_id"]]
+    assert changed["customers"].sum() == moved
+    assert set(transitions["to_as_of"].astype(str)) == {next_day.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("corruption", "message"),
+    [
+        ({"format_version": 99}, "format version 99"),
+        ({"segment_ids": [1]}, "malformed"),
+        (
+            {
+                "model": {
+                    "format_version": 1,
+                    "features": ["recency_days"],
+                    "caps": [1],
+                    "means": [0],
+                    "scales": [1],
+                    "centroids": [[1, 2]],
+                    "log_features": [],
+                    "random_state": 0,
+                }
+            },
+            "malformed",
+        ),
+    ],
+)
+def test_a_corrupted_model_row_fails_with_a_clear_message(backend: Backend, corruption: dict, message: str) -> None:
+    load_synthetic(backend)
+    run_without_prefect(backend)
+    model = read(backend, "segment_models")["model"].iloc[0]
+    model = (model if isinstance(model, dict) else json.loads(model)) | corruption
+    assert "centroids" in model["model"] or "centroids" in corruption.get("model", {})  # stored as JSON data
+    with backend.engine().begin() as conn:
+        conn.execute(sa.text(f"update {backend.table('segment_models')} set model = :m"), {"m": json.dumps(model)})
+
+    with pytest.raises(ModelError, match=message):
+        run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
