@@ -170,7 +170,26 @@ def ensure_run_tables(conn: Connection, settings: SegmentSettings) -> OutputTabl
         **_ddl_types(settings.dialect),
     )
     _run_script(conn, script)
+    _add_missing_columns(conn, tables, settings.dialect)
     return tables
+
+
+# Columns added to a table after its first release, oldest first: tables created by an earlier release
+# get them on the next run (``create table if not exists`` leaves an existing table as it is).
+_ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "segment_runs": [("drift", "json_type"), ("segment_changes", "json_type")],
+}
+
+
+def _add_missing_columns(conn: Connection, tables: OutputTables, dialect: str) -> None:
+    inspector = sa.inspect(conn)
+    types = _ddl_types(dialect)
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {column["name"] for column in inspector.get_columns(table, schema=tables.schema_name)}
+        for column, kind in columns:
+            if column not in present:
+                target = quote_table(conn, table, tables.schema_name)
+                conn.exec_driver_sql(f"alter table {target} add column {quote_identifier(conn, column)} {types[kind]}")
 
 
 def start_run(

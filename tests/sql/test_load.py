@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tasks import load, steps
-from tasks.extract import extract_customer_features
+from tasks import load
+from tasks.pipeline import run_pipeline
 from tasks.settings import load_settings
 from tasks.synthetic import generate_transactions
 from tests.conftest import Backend
@@ -42,21 +42,7 @@ def load_synthetic(backend: Backend, customers: int = 300, seed: int = 5, intege
 def run_without_prefect(backend: Backend, as_of: date = AS_OF, **overrides: object) -> str:
     """The flow's steps as plain functions: record, extract, fit, write. Returns the run id."""
     settings = load_settings(**backend.settings(order_id_column="order_id", **overrides))
-    run_id = str(uuid.uuid4())
-    started = datetime.now(UTC)
-    load.start_run(settings, run_id=run_id, flow_run_id=None, as_of=as_of, started_at=started)
-    extract = extract_customer_features(settings, as_of)
-    stored = load.load_latest_model(settings)
-    outcome = steps.segment_features(extract, settings, run_id=run_id, scored_at=started, stored=stored)
-    load.write_run_outputs(
-        settings,
-        run_id=run_id,
-        segments=outcome.segments,
-        customer_id_is_integer=extract.customer_id_is_integer,
-        run_fields=steps.run_record_fields(extract, outcome),
-        new_model=outcome.new_model,
-    )
-    return run_id
+    return run_pipeline(settings, as_of).run_id
 
 
 def read(backend: Backend, table: str, order_by: str = "1") -> pd.DataFrame:
@@ -125,7 +111,8 @@ def test_a_failed_write_leaves_the_previous_state_untouched(backend: Backend, mo
     pd.testing.assert_frame_equal(read(backend, "segment_profiles", "segment_id"), profiles_before)
     runs = read(backend, "segment_runs").set_index("run_id")
     assert runs.loc[first, "status"] == "succeeded"
-    assert (runs["status"] == "running").sum() == 1  # the failed run; the flow marks it failed
+    failed = runs[runs["status"] == "failed"]
+    assert len(failed) == 1 and "IntegrityError" in failed["error"].iloc[0]
 
 
 def test_integer_customer_ids_keep_their_type(backend: Backend) -> None:
@@ -156,3 +143,23 @@ def test_a_failure_is_recorded_without_the_password(postgres_url: str, pg_schema
     assert run["status"] == "failed" and run["flow_run_id"] == "flow-1" and run["finished_at"] is not None
     assert "s3cret-pw" not in run["error"] and "***" in run["error"]
     assert "s3cret-pw" not in settings_text
+
+
+def test_tables_of_an_earlier_release_get_the_new_columns(backend: Backend) -> None:
+    load_synthetic(backend)
+    with backend.engine().begin() as conn:  # segment_runs as the first release created it
+        conn.exec_driver_sql(
+            f"create table {backend.table('segment_runs')} (run_id text primary key, flow_run_id text, "
+            "as_of date not null, started_at timestamp not null, finished_at timestamp, status text not null, "
+            "model_action text, "
+            "model_reason text, model_version text, n_clusters integer, k_reason text, rows_scanned bigint, "
+            "rows_in_window bigint, rows_before_window bigint, rows_rejected bigint, rejected_by_reason text, "
+            "customers bigint, customers_clustered bigint, customers_no_net_purchases bigint, inertia real, "
+            "silhouette real, davies_bouldin real, calinski_harabasz real, elbow text, model text, settings text, "
+            "error text)"
+        )
+
+    run_without_prefect(backend)
+
+    run = read(backend, "segment_runs").iloc[0]
+    assert run["status"] == "succeeded" and run["segment_changes"] is not None

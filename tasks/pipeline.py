@@ -1,0 +1,48 @@
+"""The run's steps as plain function calls, without Prefect: for benchmarks, tests and embedding.
+
+The flow in ``flows/segment_customers.py`` runs the same steps as Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from tasks import load, steps
+from tasks.extract import ExtractResult, default_as_of, extract_customer_features
+from tasks.settings import SegmentSettings
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    run_id: str
+    extract: ExtractResult
+    outcome: steps.ModelOutcome
+
+
+def run_pipeline(settings: SegmentSettings, as_of: date | None = None) -> PipelineRun:
+    """Record, extract, decide/fit, and write one run; a failure is recorded on the run and re-raised."""
+    run_as_of = as_of or settings.as_of or default_as_of()
+    run_id = str(uuid.uuid4())
+    started = datetime.now(UTC)
+    if not settings.dry_run:
+        load.start_run(settings, run_id=run_id, flow_run_id=None, as_of=run_as_of, started_at=started)
+    try:
+        extract = extract_customer_features(settings, run_as_of)
+        stored = load.load_latest_model(settings)
+        outcome = steps.segment_features(extract, settings, run_id=run_id, scored_at=started, stored=stored)
+        if not settings.dry_run:
+            load.write_run_outputs(
+                settings,
+                run_id=run_id,
+                segments=outcome.segments,
+                customer_id_is_integer=extract.customer_id_is_integer,
+                run_fields=steps.run_record_fields(extract, outcome),
+                new_model=outcome.new_model,
+            )
+    except Exception as error:
+        if not settings.dry_run:
+            load.record_run_failure(settings, run_id=run_id, error=f"{type(error).__name__}: {error}")
+        raise
+    return PipelineRun(run_id=run_id, extract=extract, outcome=outcome)
