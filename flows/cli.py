@@ -234,6 +234,35 @@ def demo(
     )
 
 
+@app.command()
+def serve() -> None:
+    """Serve the nightly deployment from this process, without a work pool: the schedule, time zone,
+    parameters and concurrency limit of deployments/prefect.yaml. Runs until stopped (Ctrl-C)."""
+    from tasks.deployment import load_deployment, runner_deployment
+
+    try:
+        spec = load_deployment()
+    except SegmentsError as error:
+        raise _fail(error) from None
+    if not os.environ.get("PREFECT_API_URL"):
+        errors.print(
+            "warning: PREFECT_API_URL is not set, so the schedule lives in a temporary server that stops with "
+            "this process; start one with `prefect server start` and export PREFECT_API_URL to keep runs and "
+            "see them in the UI",
+            highlight=False,
+            soft_wrap=True,
+        )
+    _prepare_prefect_environment()
+    from prefect import serve as prefect_serve
+
+    console.print(
+        f"Serving {spec.name}: cron '{spec.cron}' ({spec.timezone}), at most {spec.concurrency_limit} run at a time "
+        f"({spec.collision_strategy})",
+        highlight=False,
+    )
+    prefect_serve(runner_deployment(spec))
+
+
 def main() -> None:
     """Entry point of the ``segments`` command."""
     app()

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from tasks import steps
+from tasks import report, steps
 from tasks.extract import default_as_of
 from tasks.load import describe_outputs
 from tasks.settings import IDENTIFIER_PATTERN, load_settings
@@ -94,6 +94,7 @@ def segment_customers(
         outcome = steps.model_segments(extract, settings, run_id, started_at, stored)
         if not settings.dry_run:
             steps.write_segments(settings, run_id, extract, outcome)
+        report.publish_run_artifacts(settings, extract, outcome, run_id, flow_run.get_id())
     except Exception as error:
         if not settings.dry_run:
             steps.record_run_failure(settings, run_id, f"{type(error).__name__}: {error}")

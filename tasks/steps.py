@@ -46,12 +46,13 @@ def retry_if_transient(_task: Task[Any, Any], _task_run: TaskRun, state: State[A
     return isinstance(error, DatabaseUnavailableError)
 
 
-def database_task(name: str, task_run_name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """``@task`` for a step that touches the database: no caching, no persisted result, and two
-    retries (after 5 s and 30 s) when the database was unreachable."""
+def database_task(name: str, task_run_name: str, timeout_seconds: int = 600) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """``@task`` for a step that touches the database: no caching, no persisted result, a time limit,
+    and two retries (after 5 s and 30 s) when the database was unreachable."""
     return task(
         name=name,
         task_run_name=task_run_name,
+        timeout_seconds=timeout_seconds,
         cache_policy=NO_CACHE,
         persist_result=False,
         retries=2,
@@ -241,7 +242,11 @@ def record_run_start(
     get_run_logger().info("Run %s for as-of %s recorded in %s", run_id, as_of, load.describe_outputs(settings))
 
 
-@database_task(name="extract-customer-features", task_run_name="extract features from {settings.source_table}")
+@database_task(
+    name="extract-customer-features",
+    task_run_name="extract features from {settings.source_table}",
+    timeout_seconds=3600,
+)
 def extract_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
     logger = get_run_logger()
     started = time.perf_counter()
@@ -260,7 +265,13 @@ def extract_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
     return result
 
 
-@task(name="model-segments", task_run_name="fit or reuse the model", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="model-segments",
+    task_run_name="fit or reuse the model",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    timeout_seconds=3600,
+)
 def model_segments(
     extract: ExtractResult, settings: SegmentSettings, run_id: str, scored_at: datetime, stored: StoredModel | None
 ) -> ModelOutcome:
@@ -288,7 +299,7 @@ def model_segments(
     return outcome
 
 
-@database_task(name="write-segments", task_run_name="write segments of run {run_id}")
+@database_task(name="write-segments", task_run_name="write segments of run {run_id}", timeout_seconds=3600)
 def write_segments(settings: SegmentSettings, run_id: str, extract: ExtractResult, outcome: ModelOutcome) -> None:
     started = time.perf_counter()
     history_updated = load.write_run_outputs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pandas as pd
@@ -63,6 +64,21 @@ def test_the_flow_segments_customers_into_postgres(shop: Backend) -> None:
         flow_run = client.read_flow_run(uuid.UUID(run["flow_run_id"]))
     assert flow_run.state is not None and flow_run.state.is_completed()
     assert flow_run.parameters["k_max"] == 8
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
+    by_key = {artifact.key: artifact for artifact in artifacts}
+    assert set(by_key) == {"segment-profiles", "segment-run-summary"}
+    summary_markdown = str(by_key["segment-run-summary"].data)
+    assert f"Customer segments as of {AS_OF.isoformat()}" in summary_markdown
+    assert "rejected: null customer id" in summary_markdown and "← knee" in summary_markdown
+    assert "postgres@127.0.0.1" in summary_markdown  # where the outputs are, without credentials
+    table = by_key["segment-profiles"].data
+    assert len(json.loads(table) if isinstance(table, str) else table) == len(profiles)
 
 
 def test_a_failing_run_is_recorded_and_keeps_the_previous_segments(
