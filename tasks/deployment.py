@@ -35,7 +35,7 @@ def load_deployment(name: str = NIGHTLY, path: Path = PREFECT_FILE) -> Deploymen
     """Read deployment ``name`` from ``path``, validated by Prefect's ``prefect.yaml`` model; the cron
     expression and time zone are checked by Prefect's schedule model. Raises
     :class:`ConfigurationError` naming what is wrong."""
-    from prefect.cli.deploy._models import PrefectYamlModel
+    from prefect.cli.deploy._models import PrefectYamlModel, RawScheduleConfig
     from prefect.client.schemas.schedules import CronSchedule
 
     try:
@@ -47,15 +47,15 @@ def load_deployment(name: str = NIGHTLY, path: Path = PREFECT_FILE) -> Deploymen
         raise ConfigurationError(f"{path} has no deployment named {name!r}")
     deployment = matches[0]
     schedules = deployment.schedules or []
-    if len(schedules) != 1 or not schedules[0].cron:
+    schedule = schedules[0] if len(schedules) == 1 else None
+    if not isinstance(schedule, RawScheduleConfig) or not schedule.cron:
         raise ConfigurationError(f"{path}: deployment {name!r} needs exactly one cron schedule")
-    schedule = schedules[0]
     try:
         CronSchedule(cron=schedule.cron, timezone=schedule.timezone or "UTC")
     except ValueError as error:
         raise ConfigurationError(f"{path}: schedule of {name!r}: {error}") from None
     limit = deployment.concurrency_limit
-    if limit is None or isinstance(limit, int):
+    if limit is None or isinstance(limit, int) or limit.limit is None:
         raise ConfigurationError(f"{path}: deployment {name!r} needs a concurrency_limit with a collision_strategy")
     if not deployment.entrypoint or deployment.work_pool is None or not deployment.work_pool.name:
         raise ConfigurationError(f"{path}: deployment {name!r} needs an entrypoint and a work pool")
