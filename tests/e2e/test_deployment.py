@@ -1,0 +1,180 @@
+"""The nightly deployment on a real Prefect server: deploy, run from the API as the UI does, with a
+worker of the process pool, and the concurrency limit cancelling a second run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Backend
+from tests.sql.test_load import AS_OF, load_synthetic
+
+pytestmark = pytest.mark.e2e
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process we started and everything it started (its own process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A `prefect server start` on a free local port; yields the environment that points at it."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SEGMENTS_", "PREFECT_"))}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+    }
+    log = (home / "server.log").open("wb")
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        print(f"\n[figure] prefect server started in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        yield env
+    finally:
+        stop(server)
+        log.close()
+
+
+def prefect_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(BIN / "prefect"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    return result
+
+
+def wait_for_final_state(client, flow_run_id: uuid.UUID, timeout: float = 240) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.type.value in FINAL:
+            return str(state.type.value)
+        time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s")
+
+
+def test_the_nightly_deployment_runs_from_the_api_on_a_worker(
+    prefect_server: dict[str, str], postgres_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=400)
+    env = prefect_server | {
+        "SEGMENTS_DATABASE_URL": postgres_url,
+        "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
+        "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
+        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+    }
+    prefect_cli(env, "work-pool", "create", "segments-process", "--type", "process", "--overwrite")
+    prefect_cli(env, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
+    worker_log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "segments-process"],
+        env=env,
+        cwd=REPO,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with (
+            temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}),
+            get_client(sync_client=True) as client,
+        ):
+            deployment = client.read_deployment_by_name("segment-customers/nightly")
+            assert deployment.global_concurrency_limit is not None
+            assert deployment.global_concurrency_limit.limit == 1
+            assert deployment.concurrency_options is not None
+            assert str(deployment.concurrency_options.collision_strategy).endswith("CANCEL_NEW")
+            assert deployment.schedules[0].schedule.timezone == "UTC"
+
+            # The server refuses a value out of the form's bounds before any run exists.
+            with pytest.raises(Exception, match=r"n_clusters|Validation"):
+                client.create_flow_run_from_deployment(deployment.id, parameters={"n_clusters": 99})
+
+            started = time.perf_counter()
+            run = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"as_of": AS_OF.isoformat(), "n_clusters": 4, "model_policy": "refit"}
+            )
+            assert wait_for_final_state(client, run.id) == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+            print(
+                f"\n[figure] deployment run, trigger to completed: {time.perf_counter() - started:.1f} s",
+                file=sys.stderr,
+            )
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+            assert {artifact.key for artifact in artifacts} == {"segment-profiles", "segment-run-summary"}
+            with backend.engine().connect() as conn:
+                segments = conn.execute(
+                    sa.text(
+                        f"select count(distinct segment_id) from {pg_schema}.customer_segments where segment_id > 0"
+                    )
+                ).scalar_one()
+                flow_run_ids = (
+                    conn.execute(sa.text(f"select flow_run_id from {pg_schema}.segment_runs")).scalars().all()
+                )
+            assert segments == 4
+            assert str(run.id) in flow_run_ids
+
+            # Two runs at once: the concurrency limit of one cancels the one that comes second.
+            first = client.create_flow_run_from_deployment(deployment.id, parameters={"as_of": AS_OF.isoformat()})
+            second = client.create_flow_run_from_deployment(deployment.id, parameters={"as_of": AS_OF.isoformat()})
+            states = sorted([wait_for_final_state(client, first.id), wait_for_final_state(client, second.id)])
+            assert states == ["CANCELLED", "COMPLETED"], (tmp_path / "worker.log").read_text()[-4000:]
+    finally:
+        stop(worker)
+        worker_log.close()
+        backend.dispose()
