@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from pydantic import Field
 from tasks import report, steps
 from tasks.extract import default_as_of
 from tasks.load import describe_outputs
+from tasks.locking import run_lock
 from tasks.settings import IDENTIFIER_PATTERN, load_settings
 
 FLOW_NAME = "segment-customers"
@@ -86,19 +88,21 @@ def segment_customers(
     logger = get_run_logger()
     logger.info("Segmenting %s as of %s (run %s)", settings.masked_database_url(), run_as_of, run_id)
 
-    if not settings.dry_run:
-        steps.record_run_start(settings, run_id, flow_run.get_id(), run_as_of, started_at)
-    try:
-        extract = steps.extract_features(settings, run_as_of)
-        stored = steps.load_stored_model(settings)
-        outcome = steps.model_segments(extract, settings, run_id, started_at, stored)
+    # One run at a time per output; a dry run writes nothing and needs no lock.
+    with contextlib.nullcontext() if settings.dry_run else run_lock(settings):
         if not settings.dry_run:
-            steps.write_segments(settings, run_id, extract, outcome)
-        report.publish_run_artifacts(settings, extract, outcome, run_id, flow_run.get_id())
-    except Exception as error:
-        if not settings.dry_run:
-            steps.record_run_failure(settings, run_id, f"{type(error).__name__}: {error}")
-        raise
+            steps.record_run_start(settings, run_id, flow_run.get_id(), run_as_of, started_at)
+        try:
+            extract = steps.extract_features(settings, run_as_of)
+            stored = steps.load_stored_model(settings)
+            outcome = steps.model_segments(extract, settings, run_id, started_at, stored)
+            if not settings.dry_run:
+                steps.write_segments(settings, run_id, extract, outcome)
+            report.publish_run_artifacts(settings, extract, outcome, run_id, flow_run.get_id())
+        except Exception as error:
+            if not settings.dry_run:
+                steps.record_run_failure(settings, run_id, f"{type(error).__name__}: {error}")
+            raise
 
     profiles = outcome.segments.profiles
     logger.info(

@@ -194,14 +194,28 @@ def _add_missing_columns(conn: Connection, tables: OutputTables, dialect: str) -
 
 def start_run(
     settings: SegmentSettings, *, run_id: str, flow_run_id: str | None, as_of: date, started_at: datetime
-) -> None:
-    """Create the run tables if needed and record the run as ``running`` (committed at once)."""
+) -> int:
+    """Create the run tables if needed and record the run as ``running`` (committed at once).
+
+    Called while holding the output's run lock (:mod:`tasks.locking`), so any other run still marked
+    ``running`` belongs to a process that died (killed, crashed, lost its machine): those are marked
+    ``failed`` as abandoned. Returns how many were.
+    """
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
     try:
         with connection_errors(url), engine.begin() as conn:
             tables = ensure_run_tables(conn, settings)
             runs = tables.table("segment_runs", _RUN_COLUMNS)
+            abandoned = conn.execute(
+                runs.update()
+                .where(runs.c.status == "running")
+                .values(
+                    status="failed",
+                    finished_at=started_at,
+                    error=f"abandoned: its process stopped before finishing (found by run {run_id})",
+                )
+            ).rowcount
             conn.execute(
                 runs.insert().values(
                     run_id=run_id,
@@ -214,6 +228,7 @@ def start_run(
             )
     finally:
         engine.dispose()
+    return int(abandoned)
 
 
 def record_run_failure(settings: SegmentSettings, *, run_id: str, error: str) -> None:

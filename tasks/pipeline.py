@@ -5,12 +5,14 @@ The flow in ``flows/segment_customers.py`` runs the same steps as Prefect tasks.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from tasks import load, steps
 from tasks.extract import ExtractResult, default_as_of, extract_customer_features
+from tasks.locking import run_lock
 from tasks.settings import SegmentSettings
 
 
@@ -23,6 +25,11 @@ class PipelineRun:
 
 def run_pipeline(settings: SegmentSettings, as_of: date | None = None) -> PipelineRun:
     """Record, extract, decide/fit, and write one run; a failure is recorded on the run and re-raised."""
+    with contextlib.nullcontext() if settings.dry_run else run_lock(settings):
+        return _run(settings, as_of)
+
+
+def _run(settings: SegmentSettings, as_of: date | None) -> PipelineRun:
     run_as_of = as_of or settings.as_of or default_as_of()
     run_id = str(uuid.uuid4())
     started = datetime.now(UTC)

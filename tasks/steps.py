@@ -238,8 +238,11 @@ def load_stored_model(settings: SegmentSettings) -> StoredModel | None:
 def record_run_start(
     settings: SegmentSettings, run_id: str, flow_run_id: str | None, as_of: date, started_at: datetime
 ) -> None:
-    load.start_run(settings, run_id=run_id, flow_run_id=flow_run_id, as_of=as_of, started_at=started_at)
-    get_run_logger().info("Run %s for as-of %s recorded in %s", run_id, as_of, load.describe_outputs(settings))
+    abandoned = load.start_run(settings, run_id=run_id, flow_run_id=flow_run_id, as_of=as_of, started_at=started_at)
+    logger = get_run_logger()
+    if abandoned:
+        logger.warning("Marked %s run(s) left 'running' by a process that died as failed (abandoned)", abandoned)
+    logger.info("Run %s for as-of %s recorded in %s", run_id, as_of, load.describe_outputs(settings))
 
 
 @database_task(

@@ -1,0 +1,71 @@
+"""Runs never interleave, and a run left behind by a dead process is found and marked."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from tasks import load
+from tasks.locking import RunInProgressError, run_lock
+from tasks.settings import load_settings
+from tests.conftest import Backend
+from tests.sql.test_load import AS_OF, load_synthetic, read, run_without_prefect
+
+
+def test_a_second_run_stops_at_once_while_one_holds_the_output(backend: Backend) -> None:
+    load_synthetic(backend)
+    settings = load_settings(**backend.settings())
+
+    with run_lock(settings):
+        with pytest.raises(RunInProgressError, match="another run is writing to") as raised:
+            run_without_prefect(backend)
+        if backend.name == "postgresql":
+            assert "server process" in str(raised.value) and "customer-segments" in str(raised.value)
+
+    run_without_prefect(backend)  # the lock is gone with its holder
+    assert read(backend, "segment_runs")["status"].tolist() == ["succeeded"]
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_failed(backend: Backend) -> None:
+    load_synthetic(backend)
+    settings = load_settings(**backend.settings())
+    dead = str(uuid.uuid4())
+    load.start_run(settings, run_id=dead, flow_run_id=None, as_of=AS_OF, started_at=datetime.now(UTC))
+
+    run_without_prefect(backend)
+
+    runs = read(backend, "segment_runs").set_index("run_id")
+    assert runs.loc[dead, "status"] == "failed"
+    assert runs.loc[dead, "error"].startswith("abandoned")
+    assert (runs["status"] == "succeeded").sum() == 1
+
+
+def test_two_runs_at_once_never_interleave(backend: Backend) -> None:
+    load_synthetic(backend, customers=500)
+    outcomes: list[str] = []
+
+    def attempt(k: int) -> None:
+        try:
+            run_without_prefect(backend, n_clusters=k, model_policy="refit")
+            outcomes.append("succeeded")
+        except RunInProgressError:
+            outcomes.append("stopped")
+
+    threads = [threading.Thread(target=attempt, args=(k,)) for k in (3, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    # Whichever order the threads got, one run's rows only, and no run left half done.
+    assert "succeeded" in outcomes and len(outcomes) == 2
+    assignments = read(backend, "customer_segments")
+    assert assignments["run_id"].nunique() == 1
+    runs = read(backend, "segment_runs").set_index("run_id")
+    assert len(runs) == outcomes.count("succeeded")
+    assert (runs["status"] == "succeeded").sum() == 1
+    assert runs.loc[assignments["run_id"].iloc[0], "status"] == "succeeded"
+    assert set(runs["status"]) <= {"succeeded", "superseded"}
