@@ -75,6 +75,10 @@ SampleSize = Annotated[
     int | None, typer.Option(min=100, help="Fit KMeans on at most this many customers [default: 200000].")
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Compute and report, write nothing.")]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Run past the data gates (too many rejected rows, too many customers gone)."),
+]
 
 
 @app.command()
@@ -87,6 +91,7 @@ def run(
     lookback_days: LookbackDays = None,
     sample_size: SampleSize = None,
     dry_run: DryRun = False,
+    force: Force = False,
 ) -> None:
     """Run one segmentation against the configured database (SEGMENTS_DATABASE_URL)."""
     options = {
@@ -98,6 +103,7 @@ def run(
         "lookback_days": lookback_days,
         "sample_size": sample_size,
         "dry_run": dry_run,
+        "force": force,
     }
     summary = _run_flow(options)
     _print_summary(summary)
@@ -109,7 +115,9 @@ def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
 
     try:
         # an unset flag is "not given", so SEGMENTS_DRY_RUN can still turn it on
-        settings = load_settings(**(options | {"dry_run": options.get("dry_run") or None}))
+        settings = load_settings(
+            **(options | {"dry_run": options.get("dry_run") or None, "force": options.get("force") or None})
+        )
         check_source(settings)
     except SegmentsError as error:
         raise _fail(error) from None

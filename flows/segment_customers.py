@@ -44,6 +44,7 @@ def segment_customers(
     lookback_days: Annotated[int | None, Field(ge=1, le=36_500)] = None,
     sample_size: Annotated[int | None, Field(ge=100, le=10_000_000)] = None,
     dry_run: bool = False,
+    force: bool = False,
     source_table: TableName = None,
     customer_id_column: ColumnName = None,
     occurred_at_column: ColumnName = None,
@@ -59,7 +60,8 @@ def segment_customers(
     Parameters left empty fall back to ``SEGMENTS_*`` environment variables, then to defaults:
     ``as_of`` today (UTC), K chosen automatically by the elbow within ``k_min``..``k_max`` (2..10),
     all history (no lookback), 200,000 customers to fit on. ``dry_run`` computes everything and
-    writes nothing. The source and output names override the ``SEGMENTS_*`` mapping for this run.
+    writes nothing; ``force`` runs past the data gates (rejected-row share, customer drop). The
+    source and output names override the ``SEGMENTS_*`` mapping for this run.
     ``database_url_secret`` names a Prefect Secret block holding the database URL, so that a password
     never becomes a parameter shown in the UI.
     """
@@ -81,6 +83,7 @@ def segment_customers(
         lookback_days=lookback_days,
         sample_size=sample_size,
         dry_run=dry_run or None,
+        force=force or None,
     )
     run_as_of = settings.as_of or default_as_of()
     run_id = str(uuid.uuid4())
@@ -94,6 +97,7 @@ def segment_customers(
             steps.record_run_start(settings, run_id, flow_run.get_id(), run_as_of, started_at)
         try:
             extract = steps.extract_features(settings, run_as_of)
+            steps.data_gates(settings, extract)
             stored = steps.load_stored_model(settings)
             outcome = steps.model_segments(extract, settings, run_id, started_at, stored)
             if not settings.dry_run:

@@ -30,3 +30,11 @@ class DatabaseUnavailableError(SegmentsError):
 
 class ModelError(SegmentsError):
     """The data cannot be segmented as asked (e.g. fewer customers than segments)."""
+
+
+class DataGateError(SegmentsError):
+    """The input looks wrong (too many rejected rows, too many customers gone); nothing was written."""
+
+
+class OutputCheckError(SegmentsError):
+    """The rows about to be committed break an output check; the transaction was rolled back."""

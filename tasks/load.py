@@ -32,6 +32,7 @@ from tasks.database import (
     split_statements,
 )
 from tasks.errors import SourceError
+from tasks.gates import OutputFigures, check_output
 from tasks.lifecycle import StoredModel
 from tasks.model import MODEL_FORMAT_VERSION
 from tasks.segments import SegmentTable
@@ -256,6 +257,7 @@ def write_run_outputs(
     customer_id_is_integer: bool,
     run_fields: dict[str, Any],
     new_model: StoredModel | None = None,
+    allowed_names: set[str] | None = None,
 ) -> bool:
     """Replace ``customer_segments``, update ``customer_segment_history``, store a newly fitted model,
     replace the as-of date's profiles and close the run record, all in one transaction. Until it
@@ -282,6 +284,11 @@ def write_run_outputs(
             if len(segments.profiles):
                 conn.execute(profiles.insert(), _records(segments.profiles, _PROFILE_JSON_COLUMNS))
 
+            check_output(
+                _output_figures(conn, tables, run_id),
+                expected_customers=len(segments.assignments),
+                allowed_names=allowed_names or set(segments.assignments["segment_name"]),
+            )
             runs = tables.table("segment_runs", _RUN_COLUMNS)
             conn.execute(
                 runs.update()
@@ -296,6 +303,37 @@ def write_run_outputs(
     finally:
         engine.dispose()
     return history_updated
+
+
+def _output_figures(conn: Connection, tables: OutputTables, run_id: str) -> OutputFigures:
+    sql = load_sql(
+        "output_checks", customer_segments=tables.customer_segments, segment_profiles=tables.segment_profiles
+    )
+    row = conn.execute(sa.text(sql), {"run_id": run_id}).mappings().one()
+    assignments = tables.table("customer_segments", {"segment_name": sa.Text})
+    names = conn.execute(sa.select(assignments.c.segment_name).distinct()).scalars().all()
+    return OutputFigures(**{key: int(value) for key, value in row.items()}, segment_names=frozenset(names))
+
+
+def last_successful_customers(settings: SegmentSettings) -> int | None:
+    """Customers of the last successful run, or ``None`` before the first."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        with connection_errors(url), engine.connect() as conn:
+            tables = output_tables(conn, settings)
+            if not sa.inspect(conn).has_table("segment_runs", schema=tables.schema_name):
+                return None
+            runs = tables.table("segment_runs", _RUN_COLUMNS)
+            latest = conn.execute(
+                sa.select(runs.c.customers)
+                .where(runs.c.status.in_(["succeeded", "superseded"]))
+                .order_by(runs.c.finished_at.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+    finally:
+        engine.dispose()
+    return None if latest is None else int(latest)
 
 
 def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool:

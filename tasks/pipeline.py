@@ -37,6 +37,7 @@ def _run(settings: SegmentSettings, as_of: date | None) -> PipelineRun:
         load.start_run(settings, run_id=run_id, flow_run_id=None, as_of=run_as_of, started_at=started)
     try:
         extract = extract_customer_features(settings, run_as_of)
+        steps.check_data_gates(settings, extract)
         stored = load.load_latest_model(settings)
         outcome = steps.segment_features(extract, settings, run_id=run_id, scored_at=started, stored=stored)
         if not settings.dry_run:
@@ -47,6 +48,7 @@ def _run(settings: SegmentSettings, as_of: date | None) -> PipelineRun:
                 customer_id_is_integer=extract.customer_id_is_integer,
                 run_fields=steps.run_record_fields(extract, outcome),
                 new_model=outcome.new_model,
+                allowed_names=outcome.allowed_names,
             )
     except Exception as error:
         if not settings.dry_run:

@@ -98,6 +98,9 @@ class SegmentSettings(BaseSettings):
     drift_psi_threshold: float = Field(default=0.25, gt=0, le=10)
     drift_inertia_ratio: float = Field(default=1.25, gt=1, le=100)
     dry_run: bool = False
+    max_rejected_share: float = Field(default=0.05, ge=0, le=1)
+    max_customer_drop: float = Field(default=0.5, ge=0, le=1)
+    force: bool = False
 
     @field_validator(
         "amount_column",

@@ -21,12 +21,13 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from pydantic import SecretStr
 
-from tasks import load
+from tasks import gates, load
 from tasks.errors import ConfigurationError, DatabaseUnavailableError
 from tasks.extract import ExtractResult, extract_customer_features
 from tasks.lifecycle import ModelDecision, StoredModel, decide_model_action, match_segments, psi_reference
 from tasks.model import ElbowCurve, SegmentModel, clustering_metrics, fit_segment_model
 from tasks.segments import (
+    NO_NET_PURCHASES_NAME,
     SegmentTable,
     build_segments,
     cluster_means,
@@ -90,6 +91,12 @@ class ModelOutcome:
     segments: SegmentTable
     new_model: StoredModel | None
     segment_changes: dict[str, Any]
+    segment_names: tuple[str, ...]
+
+    @property
+    def allowed_names(self) -> set[str]:
+        """Names a customer of this run may have: the model's and the reserved one."""
+        return set(self.segment_names) | {NO_NET_PURCHASES_NAME}
 
     @property
     def n_clusters(self) -> int:
@@ -191,6 +198,7 @@ def segment_features(
         segments=segments,
         new_model=new_model,
         segment_changes=changes,
+        segment_names=tuple(names),
     )
 
 
@@ -220,6 +228,25 @@ def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str
         "elbow": outcome.elbow.as_dict() if outcome.elbow else None,
         **outcome.metrics,
     }
+
+
+def check_data_gates(settings: SegmentSettings, extract: ExtractResult) -> list[str]:
+    """The input gates of :mod:`tasks.gates` against the last successful run; returns what ``force``
+    let pass."""
+    return gates.check_input(
+        extract.counts,
+        len(extract.features),
+        load.last_successful_customers(settings),
+        max_rejected_share=settings.max_rejected_share,
+        max_customer_drop=settings.max_customer_drop,
+        force=settings.force,
+    )
+
+
+@database_task(name="check-data-gates", task_run_name="check the input against the data gates")
+def data_gates(settings: SegmentSettings, extract: ExtractResult) -> None:
+    for problem in check_data_gates(settings, extract):
+        get_run_logger().warning("Forced past a data gate: %s", problem)
 
 
 @database_task(name="load-stored-model", task_run_name="load the latest stored model")
@@ -312,6 +339,7 @@ def write_segments(settings: SegmentSettings, run_id: str, extract: ExtractResul
         customer_id_is_integer=extract.customer_id_is_integer,
         run_fields=run_record_fields(extract, outcome),
         new_model=outcome.new_model,
+        allowed_names=outcome.allowed_names,
     )
     if not history_updated:
         get_run_logger().warning(
