@@ -160,12 +160,12 @@ def _is_connection_failure(exc: DBAPIError) -> bool:
         "name or service not known",
         "timeout expired",
         "password authentication failed",
-        "does not exist",  # database "x" does not exist
         "unable to open database file",
         "server closed the connection",
         "terminating connection",
     )
-    return any(marker in text for marker in markers)
+    missing_database = text.startswith("connection") and 'database "' in text and "does not exist" in text
+    return missing_database or any(marker in text for marker in markers)
 
 
 def scrub(message: str, url: str) -> str:
@@ -179,3 +179,18 @@ def scrub(message: str, url: str) -> str:
     if password:
         message = message.replace(str(password), "***")
     return message
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying may help: the database was unreachable, or PostgreSQL aborted the transaction
+    for a serialization failure or a deadlock. A missing table, a bad column or a failed check is
+    permanent and fails at once."""
+    if isinstance(error, DatabaseUnavailableError):
+        return True
+    if isinstance(error, DBAPIError):
+        import psycopg.errors
+
+        if isinstance(error.orig, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+            return True
+        return isinstance(error, OperationalError | InterfaceError) and _is_connection_failure(error)
+    return False

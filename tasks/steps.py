@@ -22,7 +22,8 @@ from prefect.states import State
 from pydantic import SecretStr
 
 from tasks import gates, load
-from tasks.errors import ConfigurationError, DatabaseUnavailableError
+from tasks.database import is_transient
+from tasks.errors import ConfigurationError
 from tasks.extract import ExtractResult, extract_customer_features
 from tasks.lifecycle import ModelDecision, StoredModel, decide_model_action, match_segments, psi_reference
 from tasks.model import ElbowCurve, SegmentModel, clustering_metrics, fit_segment_model
@@ -42,9 +43,9 @@ R = TypeVar("R")
 
 
 def retry_if_transient(_task: Task[Any, Any], _task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry a failed task only when the database was unreachable, which may pass."""
+    """Retry a failed task only for errors that may pass (:func:`tasks.database.is_transient`)."""
     error = state.result(raise_on_failure=False)
-    return isinstance(error, DatabaseUnavailableError)
+    return isinstance(error, BaseException) and is_transient(error)
 
 
 def database_task(name: str, task_run_name: str, timeout_seconds: int = 600) -> Callable[[Callable[P, R]], Task[P, R]]:

@@ -69,3 +69,33 @@ def test_two_runs_at_once_never_interleave(backend: Backend) -> None:
     assert (runs["status"] == "succeeded").sum() == 1
     assert runs.loc[assignments["run_id"].iloc[0], "status"] == "succeeded"
     assert set(runs["status"]) <= {"succeeded", "superseded"}
+
+
+def test_serialization_failures_and_lost_connections_are_transient_missing_tables_are_not(
+    postgres_url: str, pg_schema: str
+) -> None:
+    import sqlalchemy as sa
+
+    from tasks.database import connection_errors, is_transient
+    from tasks.errors import DatabaseUnavailableError, SourceError
+    from tasks.extract import check_source
+
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:  # real errors from the server, not hand-made ones
+        with pytest.raises(sa.exc.DBAPIError) as serialization:
+            conn.exec_driver_sql("do $$ begin raise exception using errcode = '40001'; end $$")
+        conn.rollback()
+        with pytest.raises(sa.exc.DBAPIError) as deadlock:
+            conn.exec_driver_sql("do $$ begin raise exception using errcode = '40P01'; end $$")
+        conn.rollback()
+        with pytest.raises(sa.exc.DBAPIError) as missing:
+            conn.exec_driver_sql(f"select * from {pg_schema}.nowhere")
+    engine.dispose()
+    unreachable = "postgresql+psycopg://x@127.0.0.1:1/none"
+    with pytest.raises(DatabaseUnavailableError) as refused, connection_errors(unreachable):
+        sa.create_engine(unreachable).connect()
+    with pytest.raises(SourceError) as no_table:
+        check_source(load_settings(database_url=postgres_url, source_table=f"{pg_schema}.nowhere"))
+
+    assert is_transient(serialization.value) and is_transient(deadlock.value) and is_transient(refused.value)
+    assert not is_transient(missing.value) and not is_transient(no_table.value)
