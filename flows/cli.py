@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tasks.errors import SegmentsError
+from tasks.errors import ConfigurationError, SegmentsError
 
 app = typer.Typer(
     name="segments",
@@ -240,6 +240,28 @@ def demo(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+def grants(
+    job_role: Annotated[str, typer.Option(help="Role the job connects as.")] = "segments_job",
+    bi_role: Annotated[str, typer.Option(help="Role BI tools connect as (read-only).")] = "segments_bi",
+) -> None:
+    """Print the PostgreSQL grants of a least-privilege job role and a read-only BI role, for the
+    configured source table and output schema, for an administrator to review and run."""
+    from tasks.load import render_grants
+    from tasks.settings import load_settings
+
+    try:
+        settings = load_settings()
+        if settings.dialect != "postgresql":
+            raise ConfigurationError("grants are for PostgreSQL; set SEGMENTS_DATABASE_URL to a postgresql URL")
+        sql = render_grants(settings, job_role=job_role, bi_role=bi_role)
+    except ValueError as error:
+        raise _fail(ConfigurationError(str(error))) from None
+    except SegmentsError as error:
+        raise _fail(error) from None
+    console.print(sql, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

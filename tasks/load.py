@@ -36,7 +36,7 @@ from tasks.gates import OutputFigures, check_output
 from tasks.lifecycle import StoredModel
 from tasks.model import MODEL_FORMAT_VERSION
 from tasks.segments import SegmentTable
-from tasks.settings import SegmentSettings, check_identifier
+from tasks.settings import SegmentSettings, check_identifier, split_table_name
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _TIMESTAMP = sa.DateTime(timezone=True)
@@ -162,9 +162,12 @@ def _run_script(conn: Connection, script: str) -> None:
 def ensure_run_tables(conn: Connection, settings: SegmentSettings) -> OutputTables:
     """Create the output schema, ``segment_runs`` and ``segment_profiles`` if missing."""
     tables = output_tables(conn, settings)
+    # Only create a missing schema: PostgreSQL asks for CREATE on the database even for "create schema
+    # if not exists" of an existing one, which a least-privilege job role does not have.
+    missing_schema = tables.schema_name is not None and not sa.inspect(conn).has_schema(tables.schema_name)
     script = load_sql(
         "output_tables",
-        schema=tables.schema,
+        schema=tables.schema if missing_schema else None,
         segment_runs=tables.segment_runs,
         segment_profiles=tables.segment_profiles,
         segment_models=tables.segment_models,
@@ -504,3 +507,20 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
         for key, value in fields.items()
         if key in _RUN_COLUMNS and key not in {"run_id", "status", "finished_at"}
     }
+
+
+def render_grants(settings: SegmentSettings, *, job_role: str, bi_role: str) -> str:
+    """``sql/grants.sql`` for the configured source table and output schema and the given roles."""
+    engine = make_engine(settings.database_url.get_secret_value())
+    try:
+        source_schema, _ = split_table_name(settings.source_table)
+        return load_sql(
+            "grants",
+            source_schema=quote_identifier(engine, source_schema or "public", "schema"),
+            source_table=quote_table(engine, settings.source_table),
+            output_schema=quote_identifier(engine, settings.output_schema, "schema"),
+            job_role=quote_identifier(engine, job_role, "role"),
+            bi_role=quote_identifier(engine, bi_role, "role"),
+        )
+    finally:
+        engine.dispose()
