@@ -1,0 +1,206 @@
+"""Faults injected into a real job process on PostgreSQL: the previous segments stay intact and
+consistent, the failed run is recorded (or detected as abandoned), and the next run succeeds.
+
+The job is stopped at a known point without any hook in its code: the test holds a row lock on the
+previous run's record, which the write transaction updates last (marking it superseded), so the job
+blocks inside its write transaction after replacing the assignments, history and profiles.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tasks.pipeline import run_pipeline
+from tasks.settings import load_settings
+from tests.conftest import Backend
+from tests.sql.test_load import AS_OF, load_synthetic
+
+pytestmark = pytest.mark.e2e
+JOB = f"""
+import sys
+from datetime import date
+from tasks.pipeline import run_pipeline
+from tasks.settings import load_settings
+run_pipeline(load_settings(model_policy="refit", n_clusters=5), date.fromisoformat("{AS_OF.isoformat()}"))
+print("job finished")
+"""
+
+
+@pytest.fixture
+def shop(postgres_url: str, pg_schema: str) -> Iterator[Backend]:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=300)
+    yield backend
+    backend.dispose()
+
+
+def env_for(backend: Backend) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("SEGMENTS_")}
+    return environment | {
+        "SEGMENTS_DATABASE_URL": backend.url,
+        "SEGMENTS_SOURCE_TABLE": f"{backend.schema}.transactions",
+        "SEGMENTS_OUTPUT_SCHEMA": str(backend.schema),
+        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+    }
+
+
+def settings_of(backend: Backend, **overrides: object):  # type: ignore[no-untyped-def]
+    return load_settings(**backend.settings(order_id_column="order_id", **overrides))
+
+
+def snapshot(backend: Backend) -> dict[str, pd.DataFrame]:
+    with backend.engine().connect() as conn:
+        return {
+            table: pd.read_sql(sa.text(f"select * from {backend.schema}.{table} order by {order}"), conn)
+            for table, order in (
+                ("customer_segments", "customer_id"),
+                ("customer_segment_history", "customer_id, valid_from"),
+                ("segment_profiles", "run_id, segment_id"),
+                ("segment_models", "model_version"),
+            )
+        }
+
+
+def assert_consistent(backend: Backend) -> None:
+    """History's open rows are exactly the assignments; profiles add up to them."""
+    tables = snapshot(backend)
+    current = tables["customer_segments"].set_index("customer_id")["segment_id"]
+    history = tables["customer_segment_history"]
+    open_rows = history[history["valid_to"].isna()].set_index("customer_id")["segment_id"]
+    assert open_rows.sort_index().equals(current.sort_index())
+    run_id = tables["customer_segments"]["run_id"].iloc[0]
+    profiles = tables["segment_profiles"]
+    assert profiles.loc[profiles["run_id"] == run_id, "customers"].sum() == len(current)
+
+
+def runs(backend: Backend) -> pd.DataFrame:
+    with backend.engine().connect() as conn:
+        return pd.read_sql(sa.text(f"select * from {backend.schema}.segment_runs order by started_at"), conn)
+
+
+def start_job(backend: Backend, tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", JOB],
+        env=env_for(backend),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_until_blocked(backend: Backend, job: subprocess.Popen[str], timeout: float = 90) -> int:
+    """The server process id of the job's connection once it waits on our lock."""
+    deadline = time.monotonic() + timeout
+    with backend.engine().connect() as conn:
+        while time.monotonic() < deadline:
+            pid = conn.execute(
+                sa.text(
+                    "select pid from pg_stat_activity where application_name = 'customer-segments' "
+                    "and wait_event_type = 'Lock' and query like 'UPDATE%segment_runs%'"
+                )
+            ).scalar()
+            if pid is not None:
+                return int(pid)
+            assert job.poll() is None, f"job ended before blocking: {job.communicate()}"
+            time.sleep(0.2)
+            conn.rollback()
+    raise AssertionError("the job never reached its write transaction")
+
+
+def hold_previous_run(backend: Backend, run_id: str) -> sa.Connection:
+    conn = backend.engine().connect()
+    conn.execute(sa.text(f"select 1 from {backend.schema}.segment_runs where run_id = :r for update"), {"r": run_id})
+    return conn
+
+
+def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tmp_path: Path) -> None:
+    first = run_pipeline(settings_of(shop), AS_OF).run_id
+    before = snapshot(shop)
+
+    lock = hold_previous_run(shop, first)
+    job = start_job(shop, tmp_path)
+    backend_pid = wait_until_blocked(shop, job)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate(timeout=30)
+    lock.rollback()  # let the orphaned server process go on; it finds its client gone and rolls back
+    lock.close()
+    with shop.engine().connect() as conn:
+        for _ in range(100):
+            if not conn.execute(
+                sa.text("select count(*) from pg_stat_activity where pid = :p"), {"p": backend_pid}
+            ).scalar():
+                break
+            time.sleep(0.1)
+            conn.rollback()
+
+    after = snapshot(shop)
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(after[table], frame, obj=table)
+    assert runs(shop)["status"].tolist() == ["succeeded", "running"]  # the killed run could not say more
+
+    run_pipeline(settings_of(shop), AS_OF)
+    statuses = runs(shop)
+    assert statuses["status"].tolist() == ["superseded", "failed", "succeeded"]
+    assert statuses["error"].iloc[1].startswith("abandoned")
+    assert_consistent(shop)
+
+
+def test_a_terminated_connection_mid_write_is_recorded_and_changes_nothing(shop: Backend, tmp_path: Path) -> None:
+    first = run_pipeline(settings_of(shop), AS_OF).run_id
+    before = snapshot(shop)
+
+    lock = hold_previous_run(shop, first)
+    job = start_job(shop, tmp_path)
+    backend_pid = wait_until_blocked(shop, job)
+    with shop.engine().connect() as conn:
+        assert conn.execute(sa.text("select pg_terminate_backend(:p)"), {"p": backend_pid}).scalar()
+    _, stderr = job.communicate(timeout=60)
+    lock.rollback()
+    lock.close()
+
+    assert job.returncode != 0 and "DatabaseUnavailableError" in stderr
+    after = snapshot(shop)
+    for table, frame in before.items():
+        pd.testing.assert_frame_equal(after[table], frame, obj=table)
+    statuses = runs(shop)
+    assert statuses["status"].tolist() == ["succeeded", "failed"]
+    assert "cannot connect" in statuses["error"].iloc[1] or "terminat" in statuses["error"].iloc[1]
+
+    run_pipeline(settings_of(shop), AS_OF)
+    assert runs(shop)["status"].tolist() == ["superseded", "failed", "succeeded"]
+    assert_consistent(shop)
+
+
+def test_sigkill_just_after_the_commit_leaves_the_new_segments_consistent(shop: Backend, tmp_path: Path) -> None:
+    run_pipeline(settings_of(shop), AS_OF)
+
+    job = start_job(shop, tmp_path)
+    deadline = time.monotonic() + 90
+    while True:  # until the job's own run is committed as succeeded
+        current = runs(shop)
+        if len(current) == 2 and current["status"].iloc[-1] == "succeeded":
+            break
+        assert time.monotonic() < deadline and job.poll() in (None, 0)
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate(timeout=30)
+
+    statuses = runs(shop)
+    assert statuses["status"].tolist() == ["superseded", "succeeded"]
+    assert set(snapshot(shop)["customer_segments"]["run_id"]) == {statuses["run_id"].iloc[1]}
+    assert_consistent(shop)
+    run_pipeline(settings_of(shop), AS_OF)
+    assert runs(shop)["status"].tolist() == ["superseded", "superseded", "succeeded"]
+    assert_consistent(shop)
