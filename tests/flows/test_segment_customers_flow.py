@@ -146,6 +146,17 @@ def test_source_mapping_and_a_secret_database_url_come_from_parameters(postgres_
         flow_run = client.read_flow_run(uuid.UUID(run["flow_run_id"]))
     assert flow_run.parameters["database_url_secret"] == "shop-database-url"
     assert "s3cret-pw" not in str(flow_run.parameters)
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs reach the API in batches; send what is queued
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+        artifacts = client.read_artifacts()
+    messages = "\n".join(log.message for log in logs)
+    assert "postgres:***@127.0.0.1" in messages  # the run says where it reads, with the password masked
+    assert "s3cret-pw" not in messages
+    assert all("s3cret-pw" not in str(artifact.data) for artifact in artifacts)
     backend.dispose()
 
 

@@ -208,3 +208,26 @@ def test_a_corrupted_model_row_fails_with_a_clear_message(backend: Backend, corr
 
     with pytest.raises(ModelError, match=message):
         run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+
+
+def test_a_stored_model_is_only_ever_parsed_as_json(backend: Backend, tmp_path) -> None:
+    """A row holding a pickle (here one that would create a file when unpickled) is refused as data."""
+    import base64
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    load_synthetic(backend)
+    run_without_prefect(backend)
+    payload = base64.b64encode(pickle.dumps(Exploit())).decode()
+    with backend.engine().begin() as conn:
+        conn.execute(
+            sa.text(f"update {backend.table('segment_models')} set model = :m"),
+            {"m": json.dumps({"format_version": 1, "pickle": payload})},
+        )
+
+    with pytest.raises(ModelError, match="malformed"):
+        run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+    assert not (tmp_path / "pwned").exists()
