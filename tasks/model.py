@@ -26,6 +26,9 @@ MODEL_FORMAT_VERSION = 1
 ELBOW_SAMPLE_SIZE = 50_000
 METRIC_SAMPLE_SIZE = 10_000
 SILHOUETTE_SAMPLE_SIZE = 5_000
+#: scikit-learn computes pairwise distances (silhouette) in chunks of at most this many MB; its default,
+#: 1 GB, made a 10,000-row silhouette hold the whole 800 MB distance matrix at once.
+SKLEARN_WORKING_MEMORY_MB = 64
 ELBOW_N_INIT = 3
 FIT_N_INIT = 4
 PREDICT_CHUNK_ROWS = 250_000
@@ -191,7 +194,8 @@ def compute_elbow(values: np.ndarray, k_max: int, random_state: int) -> ElbowCur
         if k == 1 or len(np.unique(labels)) < 2:
             silhouettes.append(None)
         else:
-            silhouettes.append(float(silhouette_score(values[silhouette_rows], labels)))
+            with sklearn.config_context(working_memory=SKLEARN_WORKING_MEMORY_MB):
+                silhouettes.append(float(silhouette_score(values[silhouette_rows], labels)))
     return ElbowCurve(ks=ks, inertias=inertias, silhouettes=silhouettes, knee=find_knee(ks, inertias))
 
 
@@ -313,7 +317,8 @@ def clustering_metrics(
         "calinski_harabasz": None,
     }
     if 1 < len(np.unique(sample_labels)) < len(sample):
-        metrics["silhouette"] = float(silhouette_score(sample, sample_labels))
+        with sklearn.config_context(working_memory=SKLEARN_WORKING_MEMORY_MB):
+            metrics["silhouette"] = float(silhouette_score(sample, sample_labels))
         metrics["davies_bouldin"] = float(davies_bouldin_score(sample, sample_labels))
         metrics["calinski_harabasz"] = float(calinski_harabasz_score(sample, sample_labels))
     return {key: (None if value is None or not math.isfinite(value) else value) for key, value in metrics.items()}

@@ -6,6 +6,7 @@ The flow in ``flows/segment_customers.py`` runs the same steps as Prefect tasks.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -21,6 +22,7 @@ class PipelineRun:
     run_id: str
     extract: ExtractResult
     outcome: steps.ModelOutcome
+    seconds: dict[str, float]  # wall time of each step: extract, model, write
 
 
 def run_pipeline(settings: SegmentSettings, as_of: date | None = None) -> PipelineRun:
@@ -35,11 +37,17 @@ def _run(settings: SegmentSettings, as_of: date | None) -> PipelineRun:
     started = datetime.now(UTC)
     if not settings.dry_run:
         load.start_run(settings, run_id=run_id, flow_run_id=None, as_of=run_as_of, started_at=started)
+    seconds: dict[str, float] = {}
     try:
+        clock = time.perf_counter()
         extract = extract_customer_features(settings, run_as_of)
         steps.check_data_gates(settings, extract)
+        seconds["extract"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         stored = load.load_latest_model(settings)
         outcome = steps.segment_features(extract, settings, run_id=run_id, scored_at=started, stored=stored)
+        seconds["model"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         if not settings.dry_run:
             load.write_run_outputs(
                 settings,
@@ -50,8 +58,9 @@ def _run(settings: SegmentSettings, as_of: date | None) -> PipelineRun:
                 new_model=outcome.new_model,
                 allowed_names=outcome.allowed_names,
             )
+        seconds["write"] = time.perf_counter() - clock
     except Exception as error:
         if not settings.dry_run:
             load.record_run_failure(settings, run_id=run_id, error=f"{type(error).__name__}: {error}")
         raise
-    return PipelineRun(run_id=run_id, extract=extract, outcome=outcome)
+    return PipelineRun(run_id=run_id, extract=extract, outcome=outcome, seconds=seconds)
