@@ -188,13 +188,21 @@ def _is_numeric_or_unknown(column_type: Any, dialect: str) -> bool:
 
 def render_feature_query(engine: Engine, settings: SegmentSettings, one_customer: bool = False) -> str:
     """The feature query for the settings' dialect with the mapped identifiers quoted in."""
+    return _render("customer_features", engine, settings, one_customer)
 
+
+def render_count_query(engine: Engine, settings: SegmentSettings, one_customer: bool = False) -> str:
+    """The query counting the rows scanned, in the window and rejected by reason."""
+    return _render("source_row_counts", engine, settings, one_customer)
+
+
+def _render(template: str, engine: Engine, settings: SegmentSettings, one_customer: bool) -> str:
     def column(name: str | None) -> QuotedIdentifier | None:
         return quote_identifier(engine, name, "column") if name else None
 
     use_quantity = settings.uses_quantity_times_price
     return load_sql(
-        "customer_features",
+        template,
         settings.dialect,
         source_table=quote_table(engine, settings.source_table),
         customer_id=column(settings.customer_id_column),
@@ -238,25 +246,28 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
     engine = make_engine(url)
     try:
         source = inspect_source(engine, settings)
-        sql = render_feature_query(engine, settings, one_customer=customer_id is not None)
+        one_customer = customer_id is not None
+        feature_sql = render_feature_query(engine, settings, one_customer=one_customer)
+        count_sql = render_count_query(engine, settings, one_customer=one_customer)
         params = query_parameters(settings, as_of)
         if customer_id is not None:
             params["customer_id"] = _customer_id_value(customer_id, source.customer_id_is_integer)
         chunks: list[pd.DataFrame] = []
-        totals: dict[str, int] = {}
         with connection_errors(url), engine.connect() as conn:
             if settings.dialect == "postgresql":
+                # both queries read one snapshot, so the counts describe the rows that were aggregated
+                conn.execution_options(isolation_level="REPEATABLE READ")
                 conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
-            result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(text(sql), params)
+                # the rows are fetched through a cursor: plan for all of them, not the first 10%
+                conn.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
+            counted = conn.execute(text(count_sql), params).mappings().one()
+            totals = {key: int(value) for key, value in counted.items()}
+            result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(
+                text(feature_sql), params
+            )
             columns = list(result.keys())
             for partition in result.partitions(FETCH_CHUNK_ROWS):
-                chunk = pd.DataFrame.from_records(partition, columns=columns)
-                is_totals = chunk["row_kind"] == "totals"
-                if is_totals.any():
-                    totals = {
-                        key: int(value) for key, value in chunk.loc[is_totals].iloc[0].items() if key in _COUNT_COLUMNS
-                    }
-                chunks.append(chunk.loc[~is_totals, ["customer_id", *FEATURE_COLUMNS]])
+                chunks.append(pd.DataFrame.from_records(partition, columns=columns))
             conn.rollback()
     finally:
         engine.dispose()
