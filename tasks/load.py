@@ -318,25 +318,34 @@ def _output_figures(conn: Connection, tables: OutputTables, run_id: str) -> Outp
     return OutputFigures(**{key: int(value) for key, value in row.items()}, segment_names=frozenset(names))
 
 
-def last_successful_customers(settings: SegmentSettings) -> int | None:
-    """Customers of the last successful run, or ``None`` before the first."""
+def _read_output(settings: SegmentSettings, table: str, columns: dict[str, Any], query: Any) -> Any:
+    """``query(table clause)`` run against an output table; ``None`` while the table does not exist."""
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
     try:
         with connection_errors(url), engine.connect() as conn:
             tables = output_tables(conn, settings)
-            if not sa.inspect(conn).has_table("segment_runs", schema=tables.schema_name):
+            if not sa.inspect(conn).has_table(table, schema=tables.schema_name):
                 return None
-            runs = tables.table("segment_runs", _RUN_COLUMNS)
-            latest = conn.execute(
-                sa.select(runs.c.customers)
-                .where(runs.c.status.in_(["succeeded", "superseded"]))
-                .order_by(runs.c.finished_at.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+            return conn.execute(query(tables.table(table, columns))).first()
     finally:
         engine.dispose()
-    return None if latest is None else int(latest)
+
+
+def last_successful_customers(settings: SegmentSettings) -> int | None:
+    """Customers of the last successful run, or ``None`` before the first."""
+    row = _read_output(
+        settings,
+        "segment_runs",
+        _RUN_COLUMNS,
+        lambda runs: (
+            sa.select(runs.c.customers)
+            .where(runs.c.status.in_(["succeeded", "superseded"]))
+            .order_by(runs.c.finished_at.desc())
+            .limit(1)
+        ),
+    )
+    return None if row is None or row.customers is None else int(row.customers)
 
 
 def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool:
@@ -385,19 +394,14 @@ def _insert_model(conn: Connection, tables: OutputTables, stored: StoredModel) -
 def load_latest_model(settings: SegmentSettings) -> StoredModel | None:
     """The newest model in ``segment_models``, rebuilt from its stored numbers; ``None`` when there is
     none. A row that cannot be read (unknown format, wrong shapes) raises :class:`ModelError`."""
-    url = settings.database_url.get_secret_value()
-    engine = make_engine(url)
-    try:
-        with connection_errors(url), engine.connect() as conn:
-            tables = output_tables(conn, settings)
-            if not sa.inspect(conn).has_table("segment_models", schema=tables.schema_name):
-                return None
-            models = tables.table("segment_models", _MODEL_COLUMNS)
-            row = conn.execute(
-                sa.select(models.c.model_version, models.c.model).order_by(models.c.model_version.desc()).limit(1)
-            ).first()
-    finally:
-        engine.dispose()
+    row = _read_output(
+        settings,
+        "segment_models",
+        _MODEL_COLUMNS,
+        lambda models: (
+            sa.select(models.c.model_version, models.c.model).order_by(models.c.model_version.desc()).limit(1)
+        ),
+    )
     if row is None:
         return None
     data = json.loads(row.model) if isinstance(row.model, str) else row.model

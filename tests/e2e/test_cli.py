@@ -95,6 +95,16 @@ def test_run_options_are_validated_by_the_cli(tmp_path: Path) -> None:
     assert "--n-clusters" in result.stderr
 
 
+def postgres_env(postgres_url: str, schema: str) -> dict[str, str]:
+    """SEGMENTS_* pointing the command at a synthetic shop in ``schema``."""
+    return {
+        "SEGMENTS_DATABASE_URL": postgres_url,
+        "SEGMENTS_SOURCE_TABLE": f"{schema}.transactions",
+        "SEGMENTS_OUTPUT_SCHEMA": schema,
+        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+    }
+
+
 def test_run_writes_segments_for_a_configured_postgres_source(
     tmp_path: Path, postgres_url: str, pg_schema: str
 ) -> None:
@@ -102,12 +112,7 @@ def test_run_writes_segments_for_a_configured_postgres_source(
     from tests.sql.test_load import load_synthetic
 
     load_synthetic(backend, customers=300)
-    env = {
-        "SEGMENTS_DATABASE_URL": postgres_url,
-        "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
-        "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
-        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
-    }
+    env = postgres_env(postgres_url, pg_schema)
 
     result = segments("run", "--as-of", "2024-03-01", "--n-clusters", "4", cwd=tmp_path, env=env)
 
@@ -125,12 +130,7 @@ def test_score_one_customer_with_the_stored_model(tmp_path: Path, postgres_url: 
 
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend, customers=300)
-    env = {
-        "SEGMENTS_DATABASE_URL": postgres_url,
-        "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
-        "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
-        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
-    }
+    env = postgres_env(postgres_url, pg_schema)
     before = segments("score", "--customer-id", "C000042", "--as-of", "2024-03-01", cwd=tmp_path, env=env)
     assert before.returncode == 1 and "no stored model yet" in before.stderr
     run_without_prefect(backend)
