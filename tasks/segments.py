@@ -1,9 +1,10 @@
 """Segments: R/F/M scores, readable names, segment ids, profiles and the assignment table.
 
-Names come from an RFM grid: each segment's mean R and F scores (1-5, quintiles of the current
-population) pick a cell (Champions, Loyal, At Risk, ...). Ids are provisional in this release: segments
-are numbered 1..K from the most to the least valuable profile; id 0 is the reserved segment of
-customers without net purchases.
+Names come from an RFM grid: each segment's mean R, F and M scores (1-5, quintiles of the current
+population) pick a cell (Champions, Loyal, At Risk, ...). A first model numbers its segments 1..K from
+the most to the least valuable profile; later models keep ids and names by matching centroids
+(:func:`tasks.lifecycle.match_segments`). Id 0 is the reserved segment of customers without net
+purchases.
 """
 
 from __future__ import annotations
