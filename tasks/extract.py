@@ -7,14 +7,15 @@ aggregates them to one row per customer, plus one row of totals (rows scanned, r
 from __future__ import annotations
 
 import difflib
+import io
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy import Engine, inspect, text
+from psycopg import sql as psql
+from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import NoSuchTableError
@@ -48,6 +49,7 @@ class SourceColumns:
 
     table: str
     customer_id_is_integer: bool
+    customer_id_is_number: bool
     occurred_at_type: str
     amount_types: dict[str, str]
 
@@ -156,6 +158,7 @@ def inspect_source(engine: Engine, settings: SegmentSettings) -> SourceColumns:
     return SourceColumns(
         table=settings.source_table,
         customer_id_is_integer=isinstance(found_types["customer_id_column"], sqltypes.Integer),
+        customer_id_is_number=isinstance(found_types["customer_id_column"], sqltypes.Numeric | sqltypes.Float),
         occurred_at_type=str(occurred_type),
         amount_types={field: str(found_types[field]) for field in found_types if "amount" in field},
     )
@@ -262,12 +265,15 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
                 conn.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
             counted = conn.execute(text(count_sql), params).mappings().one()
             totals = {key: int(value) for key, value in counted.items()}
-            result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(
-                text(feature_sql), params
-            )
-            columns = list(result.keys())
-            for partition in result.partitions(FETCH_CHUNK_ROWS):
-                chunks.append(pd.DataFrame.from_records(partition, columns=columns))
+            if settings.dialect == "postgresql":
+                chunks.append(fetch_with_copy(conn, feature_sql, params))
+            else:
+                result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(
+                    text(feature_sql), params
+                )
+                columns = list(result.keys())
+                for partition in result.partitions(FETCH_CHUNK_ROWS):
+                    chunks.append(pd.DataFrame.from_records(partition, columns=columns))
             conn.rollback()
     finally:
         engine.dispose()
@@ -279,7 +285,9 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
         )
     if counts.rows_scanned == 0:
         raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
-    features, customer_id_is_integer = _typed_features(chunks, source.customer_id_is_integer)
+    features, customer_id_is_integer = _typed_features(
+        chunks, source.customer_id_is_integer, source.customer_id_is_number
+    )
     if features.empty:
         window = f"in the {settings.lookback_days} days " if settings.lookback_days else ""
         raise EmptySourceError(
@@ -293,6 +301,23 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
         as_of=as_of,
         customer_id_is_integer=customer_id_is_integer,
     )
+
+
+def fetch_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    """Run ``sql`` on PostgreSQL and read its rows with ``COPY ... TO STDOUT`` as CSV, parsed by pandas'
+    C reader: at 877k customers much faster than building Python tuples from a cursor. NULL is written
+    as ``\\N`` so that an empty text is not mistaken for a missing value."""
+    compiled = str(text(sql).compile(dialect=conn.dialect))  # the driver's %(name)s placeholders
+    statement = psql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')").format(psql.SQL(compiled))
+    buffer = io.BytesIO()
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None
+    cursor = driver_connection.cursor()
+    with cursor, cursor.copy(statement, params) as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    return pd.read_csv(buffer, na_values=["\\N"], keep_default_na=False, dtype={"customer_id": str})
 
 
 def _customer_id_value(customer_id: str, is_integer: bool) -> str | int:
@@ -319,7 +344,9 @@ def _reasons_text(rejected: dict[str, int]) -> str:
     return ", ".join(parts) or "none"
 
 
-def _typed_features(chunks: list[pd.DataFrame], customer_id_is_integer: bool) -> tuple[pd.DataFrame, bool]:
+def _typed_features(
+    chunks: list[pd.DataFrame], customer_id_is_integer: bool, customer_id_is_number: bool
+) -> tuple[pd.DataFrame, bool]:
     """The fetched rows with their final dtypes, and whether customer ids are integers.
 
     Ids stored as floats or decimals (as pandas exports an integer column with gaps, e.g. 17850.0)
@@ -328,12 +355,14 @@ def _typed_features(chunks: list[pd.DataFrame], customer_id_is_integer: bool) ->
     empty = pd.DataFrame(columns=["customer_id", *FEATURE_COLUMNS])
     frame = pd.concat(chunks, ignore_index=True) if chunks else empty
     ids = frame["customer_id"]
-    if not customer_id_is_integer and len(ids) and all(isinstance(value, float | Decimal) for value in ids):
-        numeric_ids = ids.astype("float64")
+    if customer_id_is_integer:
+        frame["customer_id"] = pd.to_numeric(ids).astype("int64")
+    elif customer_id_is_number and len(ids):
+        numeric_ids = pd.to_numeric(ids).astype("float64")
         customer_id_is_integer = bool((numeric_ids % 1 == 0).all() and numeric_ids.abs().max() < 2**53)
-        if customer_id_is_integer:
-            frame["customer_id"] = numeric_ids
-    frame["customer_id"] = frame["customer_id"].astype("int64" if customer_id_is_integer else "string")
+        frame["customer_id"] = numeric_ids.astype("int64") if customer_id_is_integer else ids.astype("string")
+    else:
+        frame["customer_id"] = ids.astype("string")
     frame["frequency"] = frame["frequency"].astype("int64")
     for name in ("recency_days", "tenure_days"):
         frame[name] = frame[name].astype("Int64")

@@ -465,23 +465,20 @@ def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: li
         if name is not None:
             check_identifier(name, "name")
     target = psql.Identifier(schema, table) if schema else psql.Identifier(table)
-    statement = psql.SQL("COPY {} ({}) FROM STDIN").format(
+    statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL '\\N')").format(
         target, psql.SQL(", ").join(psql.Identifier(column) for column in columns)
     )
+    # pandas renders the CSV in C, far faster than writing row by row from Python
+    payload = frame[columns].to_csv(index=False, header=False, na_rep="\\N", lineterminator="\n").encode()
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
     cursor = driver_connection.cursor()
     try:
         with cursor, cursor.copy(statement) as copy:
-            for row in frame[columns].itertuples(index=False, name=None):
-                copy.write_row(tuple(None if _is_missing(value) else value for value in row))
+            copy.write(payload)
     except psycopg.Error as error:
         # Raise what SQLAlchemy raises for any other statement (IntegrityError, OperationalError, ...).
         raise sa.exc.DBAPIError.instance(statement.as_string(driver_connection), None, error, psycopg.Error) from error
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _profile_columns(profiles: pd.DataFrame) -> dict[str, Any]:
