@@ -49,9 +49,9 @@ def settings_for(url: str, **overrides: object):  # type: ignore[no-untyped-def]
 
 def step_load(url: str, rows: int, fresh: bool) -> dict[str, float]:
     import sqlalchemy as sa
+    from synthetic_shop import load_shop
 
     from tasks.database import make_engine
-    from tasks.load import copy_rows_into
     from tasks.synthetic import generate_transactions
 
     engine = make_engine(url)
@@ -71,16 +71,7 @@ def step_load(url: str, rows: int, fresh: bool) -> dict[str, float]:
         started = time.perf_counter()
         frame = generate_transactions(customers, AS_OF, seed=1)
         generated = time.perf_counter() - started
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"drop schema if exists {SCHEMA} cascade")
-            conn.exec_driver_sql(f"create schema {SCHEMA}")
-            conn.exec_driver_sql(
-                f"create table {SCHEMA}.transactions (customer_id text, order_id text, occurred_at timestamp, "
-                "amount numeric(12,2))"
-            )
-            started = time.perf_counter()
-            copy_rows_into(conn, SCHEMA, "transactions", ["customer_id", "order_id", "occurred_at", "amount"], frame)
-            copied = time.perf_counter() - started
+        copied = load_shop(engine, SCHEMA, frame)
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
                 f"vacuum analyze {SCHEMA}.transactions"

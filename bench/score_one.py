@@ -14,9 +14,9 @@ import time
 from datetime import date
 
 import numpy as np
+from synthetic_shop import load_shop
 
 from tasks.database import make_engine
-from tasks.load import copy_rows_into
 from tasks.pipeline import run_pipeline
 from tasks.score import score_customer
 from tasks.settings import load_settings
@@ -50,17 +50,8 @@ def main() -> None:
 
     engine = make_engine(args.url)
     rows = generate_transactions(args.customers, AS_OF, seed=3)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"drop schema if exists {SCHEMA} cascade")
-        conn.exec_driver_sql(f"create schema {SCHEMA}")
-        conn.exec_driver_sql(
-            f"create table {SCHEMA}.transactions "
-            "(customer_id text, order_id text, occurred_at timestamp, amount numeric(12,2))"
-        )
-        started = time.perf_counter()
-        copy_rows_into(conn, SCHEMA, "transactions", ["customer_id", "order_id", "occurred_at", "amount"], rows)
-        seconds = time.perf_counter() - started
-        print(f"Loaded {len(rows):,} transactions of {args.customers:,} customers in {seconds:.1f} s")
+    seconds = load_shop(engine, SCHEMA, rows)
+    print(f"Loaded {len(rows):,} transactions of {args.customers:,} customers in {seconds:.1f} s")
     settings = load_settings(
         database_url=args.url, source_table=f"{SCHEMA}.transactions", output_schema=SCHEMA, order_id_column="order_id"
     )

@@ -10,33 +10,27 @@ with run_dates as (
     from (select distinct as_of from {{ segment_runs }} where status = 'succeeded') as succeeded_dates
 ),
 
-latest_date as (
-    select as_of from run_dates where date_rank = 1
-),
-
-previous_date as (
-    select as_of from run_dates where date_rank = 2
+-- Each customer's segment on each of the two dates (rank 1: latest, rank 2: previous).
+members as (
+    select run_dates.date_rank, history.customer_id, history.segment_id, history.segment_name
+    from {{ history }} as history
+    join run_dates
+        on history.valid_from <= run_dates.as_of
+        and (history.valid_to is null or history.valid_to > run_dates.as_of)
+    where run_dates.date_rank <= 2
 ),
 
 latest_members as (
-    select history.customer_id, history.segment_id, history.segment_name
-    from {{ history }} as history
-    cross join latest_date
-    where history.valid_from <= latest_date.as_of
-        and (history.valid_to is null or history.valid_to > latest_date.as_of)
+    select * from members where date_rank = 1
 ),
 
 previous_members as (
-    select history.customer_id, history.segment_id, history.segment_name
-    from {{ history }} as history
-    cross join previous_date
-    where history.valid_from <= previous_date.as_of
-        and (history.valid_to is null or history.valid_to > previous_date.as_of)
+    select * from members where date_rank = 2
 )
 
 select
-    (select as_of from previous_date) as from_as_of,
-    (select as_of from latest_date) as to_as_of,
+    (select as_of from run_dates where date_rank = 2) as from_as_of,
+    (select as_of from run_dates where date_rank = 1) as to_as_of,
     previous_members.segment_id as from_segment_id,
     previous_members.segment_name as from_segment_name,
     latest_members.segment_id as to_segment_id,

@@ -125,13 +125,21 @@ def hold_previous_run(backend: Backend, run_id: str) -> sa.Connection:
     return conn
 
 
-def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tmp_path: Path) -> None:
+def job_blocked_in_its_write(
+    shop: Backend, tmp_path: Path
+) -> tuple[dict[str, pd.DataFrame], sa.Connection, subprocess.Popen[str], int]:
+    """A first successful run, then a refitting job stopped inside its write transaction by a row lock
+    the test holds. Returns the first run's tables, the lock, the job and its server process id."""
     first = run_pipeline(settings_of(shop), AS_OF).run_id
     before = snapshot(shop)
-
     lock = hold_previous_run(shop, first)
     job = start_job(shop, tmp_path)
-    backend_pid = wait_until_blocked(shop, job)
+    return before, lock, job, wait_until_blocked(shop, job)
+
+
+def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tmp_path: Path) -> None:
+    before, lock, job, backend_pid = job_blocked_in_its_write(shop, tmp_path)
+
     os.killpg(job.pid, signal.SIGKILL)
     job.communicate(timeout=30)
     lock.rollback()  # let the orphaned server process go on; it finds its client gone and rolls back
@@ -158,12 +166,8 @@ def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tm
 
 
 def test_a_terminated_connection_mid_write_is_recorded_and_changes_nothing(shop: Backend, tmp_path: Path) -> None:
-    first = run_pipeline(settings_of(shop), AS_OF).run_id
-    before = snapshot(shop)
+    before, lock, job, backend_pid = job_blocked_in_its_write(shop, tmp_path)
 
-    lock = hold_previous_run(shop, first)
-    job = start_job(shop, tmp_path)
-    backend_pid = wait_until_blocked(shop, job)
     with shop.engine().connect() as conn:
         assert conn.execute(sa.text("select pg_terminate_backend(:p)"), {"p": backend_pid}).scalar()
     _, stderr = job.communicate(timeout=60)

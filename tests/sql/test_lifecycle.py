@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from tasks.errors import ModelError
 from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic, read, run_without_prefect
+from tests.sql.test_load import AS_OF, load_synthetic, read, run_without_prefect, write_transactions
 
 
 def segments_by_customer(backend: Backend) -> pd.Series:
@@ -96,19 +96,7 @@ def perturbed_copy(backend: Backend, seed: int) -> None:
     rows = rows.loc[rng.uniform(size=len(rows)) > 0.01].copy()
     amounts = pd.to_numeric(rows["amount"], errors="coerce")
     rows["amount"] = (amounts * rng.uniform(0.98, 1.02, len(rows))).round(2)
-    rows.to_sql(
-        "transactions",
-        backend.engine(),
-        schema=backend.schema,
-        index=False,
-        if_exists="replace",
-        dtype={
-            "customer_id": sa.Text(),
-            "order_id": sa.Text(),
-            "occurred_at": sa.DateTime(),
-            "amount": sa.Numeric(12, 2),
-        },
-    )
+    write_transactions(backend, rows)
 
 
 def test_segment_ids_survive_a_refit_on_slightly_changed_data(backend: Backend) -> None:

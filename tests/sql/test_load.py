@@ -18,12 +18,8 @@ from tests.conftest import Backend
 AS_OF = date(2024, 3, 1)
 
 
-def load_synthetic(backend: Backend, customers: int = 300, seed: int = 5, integer_ids: bool = False) -> None:
-    rows = generate_transactions(customers, AS_OF, seed=seed)
-    id_type: sa.types.TypeEngine = sa.Text()
-    if integer_ids:
-        rows["customer_id"] = rows["customer_id"].str[1:].astype("Int64")
-        id_type = sa.BigInteger()
+def write_transactions(backend: Backend, rows: pd.DataFrame, id_type: sa.types.TypeEngine | None = None) -> None:
+    """``rows`` as the backend's ``transactions`` table, replacing it, with the source's column types."""
     rows.to_sql(
         "transactions",
         backend.engine(),
@@ -31,12 +27,19 @@ def load_synthetic(backend: Backend, customers: int = 300, seed: int = 5, intege
         index=False,
         if_exists="replace",
         dtype={
-            "customer_id": id_type,
+            "customer_id": id_type if id_type is not None else sa.Text(),
             "order_id": sa.Text(),
             "occurred_at": sa.DateTime(),
             "amount": sa.Numeric(12, 2),
         },
     )
+
+
+def load_synthetic(backend: Backend, customers: int = 300, seed: int = 5, integer_ids: bool = False) -> None:
+    rows = generate_transactions(customers, AS_OF, seed=seed)
+    if integer_ids:
+        rows["customer_id"] = rows["customer_id"].str[1:].astype("Int64")
+    write_transactions(backend, rows, sa.BigInteger() if integer_ids else None)
 
 
 def run_without_prefect(backend: Backend, as_of: date = AS_OF, **overrides: object) -> str:

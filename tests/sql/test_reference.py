@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 
 from tasks.synthetic import generate_transactions
 from tests.conftest import Backend
 from tests.sql.test_customer_features import assert_features_equal, features_by_customer, run_extract
+from tests.sql.test_load import write_transactions
 from tests.support.fixtures import AS_OF
 from tests.support.reference import reference_features
 
@@ -16,18 +16,7 @@ from tests.support.reference import reference_features
 def test_features_equal_an_independent_computation(backend: Backend, lookback_days: int | None, by_order: bool) -> None:
     rows = generate_transactions(400, AS_OF, seed=11)
     assert (rows["amount"].dropna() < 0).any() and rows["customer_id"].isna().any()  # refunds and bad rows
-    rows.to_sql(
-        "transactions",
-        backend.engine(),
-        schema=backend.schema,
-        index=False,
-        dtype={
-            "customer_id": sa.Text(),
-            "order_id": sa.Text(),
-            "occurred_at": sa.DateTime(),
-            "amount": sa.Numeric(12, 2),
-        },
-    )
+    write_transactions(backend, rows)
 
     result = run_extract(backend, lookback_days=lookback_days, order_id_column="order_id" if by_order else "")
 
