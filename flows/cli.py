@@ -81,6 +81,15 @@ Force = Annotated[
 ]
 
 
+CompareAlgorithms = Annotated[
+    bool,
+    typer.Option(
+        "--compare-algorithms",
+        help="Also fit a Gaussian mixture, Ward clustering and DBSCAN beside KMeans and compare them in the report.",
+    ),
+]
+
+
 @app.command()
 def run(
     as_of: AsOf = None,
@@ -92,8 +101,10 @@ def run(
     sample_size: SampleSize = None,
     dry_run: DryRun = False,
     force: Force = False,
+    compare_algorithms: CompareAlgorithms = False,
 ) -> None:
-    """Run one segmentation against the configured database (SEGMENTS_DATABASE_URL)."""
+    """Run one segmentation against the configured database (SEGMENTS_DATABASE_URL) and write the
+    HTML report (SEGMENTS_REPORT_PATH, default segments_report.html)."""
     options = {
         "as_of": as_of.date() if as_of else None,
         "n_clusters": n_clusters,
@@ -104,21 +115,25 @@ def run(
         "sample_size": sample_size,
         "dry_run": dry_run,
         "force": force,
+        "compare_algorithms": compare_algorithms,
     }
     summary = _run_flow(options)
     _print_summary(summary)
 
 
 def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
+    from tasks.attributes import check_customer_table
     from tasks.extract import check_source
     from tasks.settings import load_settings
 
+    flags = ("dry_run", "force", "compare_algorithms")
     try:
         # an unset flag is "not given", so SEGMENTS_DRY_RUN can still turn it on
-        settings = load_settings(
-            **(options | {"dry_run": options.get("dry_run") or None, "force": options.get("force") or None})
-        )
-        check_source(settings)
+        settings = load_settings(**(options | {flag: options.get(flag) or None for flag in flags}))
+        if not settings.attributes_only:
+            check_source(settings)
+        if settings.customer_table and settings.attribute_features:
+            check_customer_table(settings)
     except SegmentsError as error:
         raise _fail(error) from None
 
@@ -132,23 +147,37 @@ def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
+    import json
+
     table = Table(title=f"Segments as of {summary['as_of']} ({summary['customers']:,} customers)")
     table.add_column("id", justify="right")
     table.add_column("segment")
     table.add_column("customers", justify="right")
     table.add_column("share", justify="right")
-    for column in ("mean recency (days)", "mean frequency (orders)", "mean monetary"):
-        table.add_column(column, justify="right")
-    for segment in summary["segments"]:
-        table.add_row(
+    segments = summary["segments"]
+    attributes = [json.loads(segment.get("attribute_means") or "{}") for segment in segments]
+    rfm = any(segment.get("mean_frequency") is not None for segment in segments if segment["segment_id"] != 0)
+    rfm_columns = {
+        "mean_recency_days": ("mean recency (days)", "{:.0f}"),
+        "mean_frequency": ("mean frequency (orders)", "{:.1f}"),
+        "mean_monetary": ("mean monetary", "{:,.2f}"),
+    }
+    attribute_names = [name for name in attributes[-1] if "=" not in name] if attributes and attributes[-1] else []
+    for title, _ in rfm_columns.values() if rfm else ():
+        table.add_column(title, justify="right")
+    for name in attribute_names:
+        table.add_column(f"mean {name}", justify="right")
+    for segment, means in zip(segments, attributes, strict=True):
+        cells = [
             str(segment["segment_id"]),
             segment["segment_name"],
             f"{segment['customers']:,}",
             f"{segment['share']:.1%}",
-            _number(segment.get("mean_recency_days"), "{:.0f}"),
-            _number(segment.get("mean_frequency"), "{:.1f}"),
-            _number(segment.get("mean_monetary"), "{:,.2f}"),
-        )
+        ]
+        if rfm:
+            cells += [_number(segment.get(column), pattern) for column, (_, pattern) in rfm_columns.items()]
+        cells += [_number(means.get(name), "{:,.1f}") for name in attribute_names]
+        table.add_row(*cells)
     console.print(table)
     rejected = {reason: count for reason, count in summary["rejected_by_reason"].items() if count}
     console.print(
@@ -156,6 +185,27 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"rejected: {sum(rejected.values()):,} {rejected or ''}".rstrip(),
         highlight=False,
     )
+    if summary.get("algorithm_comparison"):
+        _print_comparison(summary["algorithm_comparison"])
+    if summary.get("report_path"):
+        console.print(f"Report: {summary['report_path']}", highlight=False, soft_wrap=True)
+
+
+def _print_comparison(rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"Algorithms on the same sample of {rows[0]['sample_rows']:,} customers")
+    for column in ("algorithm", "clusters", "silhouette", "Davies-Bouldin", "sizes", "noise", "seconds"):
+        table.add_column(column, justify="left" if column in ("algorithm", "sizes") else "right")
+    for row in rows:
+        table.add_row(
+            row["algorithm"],
+            str(row["clusters"]),
+            _number(row["silhouette"], "{:.3f}"),
+            _number(row["davies_bouldin"], "{:.3f}"),
+            ", ".join(map(str, row["sizes"][:8])) + (" ..." if len(row["sizes"]) > 8 else ""),
+            f"{row['noise_share']:.1%}",
+            f"{row['seconds']:.2f}",
+        )
+    console.print(table)
 
 
 def _number(value: float | None, pattern: str) -> str:
@@ -240,6 +290,117 @@ def demo(
         highlight=False,
         soft_wrap=True,
     )
+
+
+ReportOutput = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="HTML file to write [default: SEGMENTS_REPORT_PATH or segments_report.html]."),
+]
+
+
+def _write_report(output: Path | None, *, compare: bool) -> None:
+    from tasks import insights
+    from tasks.files import write_file_atomically
+    from tasks.load import describe_outputs, record_algorithm_comparison
+    from tasks.settings import DEFAULT_REPORT_PATH, load_settings
+
+    try:
+        settings = load_settings()
+        with console.status("Reading the latest run and drawing the charts..."):
+            data = insights.report_data_from_outputs(settings, compare=compare)
+            if compare and data.comparison:
+                record_algorithm_comparison(settings, str(data.run["run_id"]), data.comparison)
+            rendered = insights.render_report(data, outputs=describe_outputs(settings))
+            path = (output or Path(settings.report_path or DEFAULT_REPORT_PATH)).resolve()
+            write_file_atomically(path, rendered.html)
+    except SegmentsError as error:
+        raise _fail(error) from None
+    if compare and data.comparison:
+        _print_comparison(data.comparison)
+    console.print(
+        f"Report of run {data.run['run_id']} (as of {data.run['as_of']}): {path} ({path.stat().st_size:,} bytes; "
+        f"charts: {', '.join(chart.key for chart in rendered.charts)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def report(
+    output: ReportOutput = None,
+    compare_algorithms: CompareAlgorithms = False,
+) -> None:
+    """Write the HTML report of the latest successful run: elbow, silhouette by K, sizes, heatmap,
+    scatter plots, profiles and transitions, in one self-contained file."""
+    _write_report(output, compare=compare_algorithms)
+
+
+@app.command()
+def compare(output: ReportOutput = None) -> None:
+    """Fit KMeans, a Gaussian mixture, Ward clustering and DBSCAN on a sample of the latest run's
+    customers, print their silhouette, Davies-Bouldin, sizes and noise share, keep the comparison on
+    the run and write the report with it. KMeans stays the production model."""
+    _write_report(output, compare=True)
+
+
+class ExportFormatChoice(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")],
+    file_format: Annotated[ExportFormatChoice, typer.Option("--format", help="csv or parquet.")] = (
+        ExportFormatChoice.csv
+    ),
+) -> None:
+    """Export the current segments with their features (and the customer table's columns when
+    SEGMENTS_CUSTOMER_TABLE is set) to CSV or Parquet."""
+    from tasks.files import export_segments
+    from tasks.settings import load_settings
+
+    try:
+        with console.status(f"Exporting segments to {output}..."):
+            rows = export_segments(load_settings(), output.resolve(), file_format.value)
+    except SegmentsError as error:
+        raise _fail(error) from None
+    console.print(f"Exported {rows:,} customers to {output.resolve()} ({file_format.value})", highlight=False)
+
+
+class IfExists(StrEnum):
+    FAIL = "fail"
+    REPLACE = "replace"
+    APPEND = "append"
+
+
+@app.command("load-csv")
+def load_csv(
+    path: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file.")],
+    table: Annotated[str, typer.Option(help="Table to create, optionally schema.table.")],
+    if_exists: Annotated[IfExists, typer.Option(help="When the table exists: fail, replace or append.")] = (
+        IfExists.FAIL
+    ),
+) -> None:
+    """Load a CSV or Parquet file into a table of the configured database, column names made
+    snake_case (``Annual Income (k$)`` becomes ``annual_income_k``)."""
+    from tasks.files import load_file
+    from tasks.settings import load_settings
+
+    try:
+        settings = load_settings()
+        with console.status(f"Loading {path.name}..."):
+            rows, renamed = load_file(settings, path, table, if_exists.value)
+    except ValueError as error:
+        raise _fail(ConfigurationError(str(error))) from None
+    except SegmentsError as error:
+        raise _fail(error) from None
+    changed = {old: new for old, new in renamed.items() if old != new}
+    console.print(f"Loaded {rows:,} rows into {table} of {settings.masked_database_url()}", highlight=False)
+    if changed:
+        console.print(
+            "Columns renamed: " + ", ".join(f"{old!r} -> {new}" for old, new in changed.items()), highlight=False
+        )
 
 
 @app.command()

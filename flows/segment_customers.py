@@ -31,6 +31,7 @@ SUMMARY_PROFILE_COLUMNS = [
     "mean_recency_days",
     "mean_frequency",
     "mean_monetary",
+    "attribute_means",
 ]
 
 
@@ -45,6 +46,7 @@ def segment_customers(
     sample_size: Annotated[int | None, Field(ge=100, le=10_000_000)] = None,
     dry_run: bool = False,
     force: bool = False,
+    compare_algorithms: bool = False,
     source_table: TableName = None,
     customer_id_column: ColumnName = None,
     occurred_at_column: ColumnName = None,
@@ -60,7 +62,8 @@ def segment_customers(
     Parameters left empty fall back to ``SEGMENTS_*`` environment variables, then to defaults:
     ``as_of`` today (UTC), K chosen automatically by the elbow within ``k_min``..``k_max`` (2..10),
     all history (no lookback), 200,000 customers to fit on. ``dry_run`` computes everything and
-    writes nothing; ``force`` runs past the data gates (rejected-row share, customer drop). The
+    writes nothing; ``force`` runs past the data gates (rejected-row share, customer drop);
+    ``compare_algorithms`` adds KMeans, Gaussian mixture, Ward and DBSCAN side by side to the report. The
     source and output names override the ``SEGMENTS_*`` mapping for this run.
     ``database_url_secret`` names a Prefect Secret block holding the database URL, so that a password
     never becomes a parameter shown in the UI.
@@ -84,6 +87,7 @@ def segment_customers(
         sample_size=sample_size,
         dry_run=dry_run or None,
         force=force or None,
+        compare_algorithms=compare_algorithms or None,
     )
     run_as_of = settings.as_of or default_as_of()
     run_id = str(uuid.uuid4())
@@ -103,6 +107,7 @@ def segment_customers(
             if not settings.dry_run:
                 steps.write_segments(settings, run_id, extract, outcome)
             report.publish_run_artifacts(settings, extract, outcome, run_id, flow_run.get_id())
+            report_path = report.publish_report(settings, extract, outcome, run_id)
         except Exception as error:
             if not settings.dry_run:
                 steps.record_run_failure(settings, run_id, f"{type(error).__name__}: {error}")
@@ -129,4 +134,6 @@ def segment_customers(
         "rows_scanned": extract.counts.rows_scanned,
         "rejected_by_reason": extract.counts.rejected_by_reason,
         "segments": profiles[SUMMARY_PROFILE_COLUMNS].to_dict(orient="records"),
+        "report_path": report_path,
+        "algorithm_comparison": outcome.comparison,
     }

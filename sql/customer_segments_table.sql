@@ -1,13 +1,14 @@
 -- The current assignment of every customer, created if missing. customer_id keeps the source's type
 -- (bigint for integer ids, text otherwise). Replaced as a whole inside the run's write transaction.
--- Column types come from a fixed per-dialect map (tasks/load.py).
+-- Column types come from a fixed per-dialect map (tasks/load.py). frequency and monetary are empty only
+-- when segmenting on customer attributes alone; customer attributes used are added as columns.
 create table if not exists {{ customer_segments }} (
     customer_id {{ customer_id_type }} primary key,
     segment_id integer not null,
     segment_name text not null,
     recency_days integer,
-    frequency integer not null,
-    monetary {{ money_type }} not null,
+    frequency integer,
+    monetary {{ money_type }},
     avg_order_value {{ money_type }},
     tenure_days integer,
     r_score {{ small_integer_type }},

@@ -32,6 +32,7 @@ create table if not exists {{ segment_runs }} (
     elbow {{ json_type }},
     drift {{ json_type }},
     segment_changes {{ json_type }},
+    algorithm_comparison {{ json_type }},
     settings {{ json_type }},
     error text
 );
@@ -61,6 +62,7 @@ create table if not exists {{ segment_profiles }} (
     mean_f_score {{ float_type }},
     mean_m_score {{ float_type }},
     centroid {{ json_type }},
+    attribute_means {{ json_type }},
     primary key (run_id, segment_id)
 );
 

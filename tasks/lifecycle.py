@@ -207,8 +207,8 @@ def decide_model_action(
 
 def _changes(stored: StoredModel, features: tuple[str, ...], winsorize_quantile: float) -> str:
     changes = []
-    if stored.model.features != features:
-        changes.append(f"features {','.join(stored.model.features)} -> {','.join(features)}")
+    if stored.model.input_columns != features:
+        changes.append(f"features {','.join(stored.model.input_columns)} -> {','.join(features)}")
     if not np.isclose(stored.winsorize_quantile, winsorize_quantile):
         changes.append(f"winsorize quantile {stored.winsorize_quantile} -> {winsorize_quantile}")
     return "; ".join(changes)

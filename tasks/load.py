@@ -41,7 +41,7 @@ from tasks.settings import SegmentSettings, check_identifier, split_table_name
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _TIMESTAMP = sa.DateTime(timezone=True)
 
-_RUN_COLUMNS = {
+RUN_COLUMNS = {
     "run_id": sa.Text,
     "flow_run_id": sa.Text,
     "as_of": sa.Date,
@@ -68,10 +68,11 @@ _RUN_COLUMNS = {
     "elbow": _JSON,
     "drift": _JSON,
     "segment_changes": _JSON,
+    "algorithm_comparison": _JSON,
     "settings": _JSON,
     "error": sa.Text,
 }
-_PROFILE_JSON_COLUMNS = {"centroid"}
+_PROFILE_JSON_COLUMNS = {"centroid", "attribute_means"}
 # Column types of the output DDL per dialect: SQLite keeps times as ISO-8601 text and JSON as text.
 _DDL_TYPES = {
     "postgresql": {
@@ -112,7 +113,6 @@ _ASSIGNMENT_TYPES: dict[str, Any] = {
     "model_version": sa.Text,
     "scored_at": _TIMESTAMP,
 }
-_ASSIGNMENT_COLUMNS = list(_ASSIGNMENT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,8 @@ def ensure_run_tables(conn: Connection, settings: SegmentSettings) -> OutputTabl
 # Columns added to a table after its first release, oldest first: tables created by an earlier release
 # get them on the next run (``create table if not exists`` leaves an existing table as it is).
 _ADDED_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "segment_runs": [("drift", "json_type"), ("segment_changes", "json_type")],
+    "segment_runs": [("drift", "json_type"), ("segment_changes", "json_type"), ("algorithm_comparison", "json_type")],
+    "segment_profiles": [("attribute_means", "json_type")],
 }
 
 
@@ -210,7 +211,7 @@ def start_run(
     try:
         with connection_errors(url), engine.begin() as conn:
             tables = ensure_run_tables(conn, settings)
-            runs = tables.table("segment_runs", _RUN_COLUMNS)
+            runs = tables.table("segment_runs", RUN_COLUMNS)
             abandoned = conn.execute(
                 runs.update()
                 .where(runs.c.status == "running")
@@ -242,7 +243,7 @@ def record_run_failure(settings: SegmentSettings, *, run_id: str, error: str) ->
     engine = make_engine(url)
     try:
         with connection_errors(url), engine.begin() as conn:
-            runs = output_tables(conn, settings).table("segment_runs", _RUN_COLUMNS)
+            runs = output_tables(conn, settings).table("segment_runs", RUN_COLUMNS)
             conn.execute(
                 runs.update()
                 .where(runs.c.run_id == run_id)
@@ -275,7 +276,9 @@ def write_run_outputs(
     try:
         with connection_errors(url), engine.begin() as conn:
             tables = ensure_run_tables(conn, settings)
-            _ensure_customer_segments(conn, settings, tables, customer_id_is_integer)
+            _ensure_customer_segments(
+                conn, settings, tables, customer_id_is_integer, _attribute_kinds(segments.assignments)
+            )
             conn.execute(tables.table("customer_segments", {}).delete())
             _insert_assignments(conn, settings, tables, segments.assignments)
             history_updated = _update_history(conn, tables, as_of)
@@ -292,7 +295,7 @@ def write_run_outputs(
                 expected_customers=len(segments.assignments),
                 allowed_names=allowed_names or set(segments.assignments["segment_name"]),
             )
-            runs = tables.table("segment_runs", _RUN_COLUMNS)
+            runs = tables.table("segment_runs", RUN_COLUMNS)
             conn.execute(
                 runs.update()
                 .where(runs.c.as_of == as_of, runs.c.status == "succeeded", runs.c.run_id != run_id)
@@ -337,7 +340,7 @@ def last_successful_customers(settings: SegmentSettings) -> int | None:
     row = _read_output(
         settings,
         "segment_runs",
-        _RUN_COLUMNS,
+        RUN_COLUMNS,
         lambda runs: (
             sa.select(runs.c.customers)
             .where(runs.c.status.in_(["succeeded", "superseded"]))
@@ -363,7 +366,7 @@ def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool
     return True
 
 
-_MODEL_COLUMNS = {
+MODEL_COLUMNS = {
     "model_version": sa.Integer,
     "created_at": _TIMESTAMP,
     "training_run_id": sa.Text,
@@ -376,7 +379,7 @@ _MODEL_COLUMNS = {
 
 
 def _insert_model(conn: Connection, tables: OutputTables, stored: StoredModel) -> None:
-    models = tables.table("segment_models", _MODEL_COLUMNS)
+    models = tables.table("segment_models", MODEL_COLUMNS)
     conn.execute(
         models.insert().values(
             model_version=stored.version,
@@ -391,13 +394,25 @@ def _insert_model(conn: Connection, tables: OutputTables, stored: StoredModel) -
     )
 
 
+def record_algorithm_comparison(settings: SegmentSettings, run_id: str, comparison: list[dict[str, Any]]) -> None:
+    """Keep a comparison of algorithms (``segments compare``) on the run it was computed for."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        with connection_errors(url), engine.begin() as conn:
+            runs = ensure_run_tables(conn, settings).table("segment_runs", RUN_COLUMNS)
+            conn.execute(runs.update().where(runs.c.run_id == run_id).values(algorithm_comparison=comparison))
+    finally:
+        engine.dispose()
+
+
 def load_latest_model(settings: SegmentSettings) -> StoredModel | None:
     """The newest model in ``segment_models``, rebuilt from its stored numbers; ``None`` when there is
     none. A row that cannot be read (unknown format, wrong shapes) raises :class:`ModelError`."""
     row = _read_output(
         settings,
         "segment_models",
-        _MODEL_COLUMNS,
+        MODEL_COLUMNS,
         lambda models: (
             sa.select(models.c.model_version, models.c.model).order_by(models.c.model_version.desc()).limit(1)
         ),
@@ -408,8 +423,21 @@ def load_latest_model(settings: SegmentSettings) -> StoredModel | None:
     return StoredModel.from_dict(data)
 
 
+def _attribute_kinds(assignments: pd.DataFrame) -> dict[str, str]:
+    """Customer-attribute columns of the assignments (after the fixed ones) and their DDL type."""
+    return {
+        column: ("float_type" if pd.api.types.is_numeric_dtype(assignments[column]) else "text")
+        for column in assignments.columns
+        if column not in _ASSIGNMENT_TYPES
+    }
+
+
 def _ensure_customer_segments(
-    conn: Connection, settings: SegmentSettings, tables: OutputTables, customer_id_is_integer: bool
+    conn: Connection,
+    settings: SegmentSettings,
+    tables: OutputTables,
+    customer_id_is_integer: bool,
+    attribute_kinds: dict[str, str] | None = None,
 ) -> None:
     wanted = "bigint" if customer_id_is_integer else "text"
     existing = (
@@ -442,6 +470,36 @@ def _ensure_customer_segments(
         or_replace=settings.dialect == "postgresql",
     )
     conn.exec_driver_sql(view)
+    _add_attribute_columns(conn, settings, tables, attribute_kinds or {})
+
+
+def _add_attribute_columns(
+    conn: Connection, settings: SegmentSettings, tables: OutputTables, attribute_kinds: dict[str, str]
+) -> None:
+    """Add a column to ``customer_segments`` for each customer attribute the model used, and let
+    segmenting on attributes alone leave the transaction columns empty."""
+    inspector = sa.inspect(conn)
+    columns = {
+        column["name"]: column for column in inspector.get_columns("customer_segments", schema=tables.schema_name)
+    }
+    types = _ddl_types(settings.dialect)
+    for name, kind in attribute_kinds.items():
+        if name not in columns:
+            column_type = types[kind] if kind in types else SqlKeyword("text")
+            conn.exec_driver_sql(
+                f"alter table {tables.customer_segments} add column {quote_identifier(conn, name)} {column_type}"
+            )
+    required = [name for name in ("frequency", "monetary") if not columns[name]["nullable"]]
+    if required and settings.attributes_only:
+        if settings.dialect != "postgresql":
+            raise SourceError(
+                "customer_segments in this SQLite file was created for transaction segments (frequency and "
+                "monetary required); segment attributes into another file (SEGMENTS_DATABASE_URL)"
+            )
+        for name in required:
+            conn.exec_driver_sql(
+                f"alter table {tables.customer_segments} alter column {quote_identifier(conn, name)} drop not null"
+            )
 
 
 def _insert_assignments(
@@ -449,11 +507,12 @@ def _insert_assignments(
 ) -> None:
     if assignments.empty:
         return
+    columns = list(assignments.columns)  # the fixed columns, then any customer attributes
     if settings.dialect == "postgresql":
-        copy_rows_into(conn, tables.schema_name, "customer_segments", _ASSIGNMENT_COLUMNS, assignments)
+        copy_rows_into(conn, tables.schema_name, "customer_segments", columns, assignments)
         return
-    table = tables.table("customer_segments", _ASSIGNMENT_TYPES)
-    conn.execute(table.insert(), _records(assignments[_ASSIGNMENT_COLUMNS], set()))
+    table = tables.table("customer_segments", _ASSIGNMENT_TYPES | dict.fromkeys(columns[len(_ASSIGNMENT_TYPES) :]))
+    conn.execute(table.insert(), _records(assignments[columns], set()))
 
 
 def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: list[str], frame: pd.DataFrame) -> None:
@@ -506,7 +565,7 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     return {
         key: (None if isinstance(value, float) and not math.isfinite(value) else value)
         for key, value in fields.items()
-        if key in _RUN_COLUMNS and key not in {"run_id", "status", "finished_at"}
+        if key in RUN_COLUMNS and key not in {"run_id", "status", "finished_at"}
     }
 
 

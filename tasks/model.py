@@ -22,6 +22,11 @@ from tasks.errors import ModelError
 
 #: Heavy-tailed features (money, counts) that are log-transformed before scaling.
 LOG_TRANSFORMED = frozenset({"frequency", "monetary", "avg_order_value"})
+#: The level a missing categorical value gets: it is a category of its own, not dropped.
+MISSING_LEVEL = "(missing)"
+#: Features the extract computes; every other numeric column is a customer attribute, whose missing
+#: values are filled with the training median.
+RFM_FEATURES = frozenset({"recency_days", "frequency", "monetary", "avg_order_value", "tenure_days"})
 MODEL_FORMAT_VERSION = 1
 ELBOW_SAMPLE_SIZE = 50_000
 METRIC_SAMPLE_SIZE = 10_000
@@ -45,7 +50,9 @@ class SegmentModel:
 
     ``caps``, ``means`` and ``scales`` hold one number per feature, in the transformed space (after
     ``signed_log1p`` for the features listed in ``log_features``); ``centroids`` has shape
-    (K, features) in the standardized space.
+    (K, features) in the standardized space. A categorical input column ``gender`` with levels
+    ``categorical["gender"]`` becomes one 0/1 feature per level, named ``gender=<level>``; a missing
+    numeric attribute takes ``fill_values[column]`` (the training median).
     """
 
     features: tuple[str, ...]
@@ -56,14 +63,25 @@ class SegmentModel:
     centroids: np.ndarray
     random_state: int
     library_versions: dict[str, str] = field(default_factory=dict)
+    categorical: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    fill_values: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_clusters(self) -> int:
         return int(self.centroids.shape[0])
 
+    @property
+    def encoding(self) -> Encoding:
+        return Encoding(self.features, self.categorical, self.fill_values)
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The columns the model reads (a categorical column once, however many levels it has)."""
+        return self.encoding.input_columns
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Features of ``frame`` -> standardized array: signed log1p, cap, then scale."""
-        return _transform(frame, self.features, self.log_features, self.caps, self.means, self.scales)
+        """Features of ``frame`` -> standardized array: encode, signed log1p, cap, then scale."""
+        return _transform(frame, self.encoding, self.log_features, self.caps, self.means, self.scales)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Index (0..K-1) of the nearest centroid for every row of ``frame``, in chunks."""
@@ -85,6 +103,8 @@ class SegmentModel:
             "centroids": self.centroids.tolist(),
             "random_state": self.random_state,
             "library_versions": dict(self.library_versions),
+            "categorical": {column: list(levels) for column, levels in self.categorical.items()},
+            "fill_values": dict(self.fill_values),
         }
 
     @classmethod
@@ -105,28 +125,94 @@ class SegmentModel:
             centroids=centroids,
             random_state=int(data["random_state"]),
             library_versions=dict(data.get("library_versions", {})),
+            categorical={
+                str(column): tuple(map(str, levels)) for column, levels in data.get("categorical", {}).items()
+            },
+            fill_values={str(column): float(value) for column, value in data.get("fill_values", {}).items()},
             **arrays,
         )
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """How input columns become numeric features: ``features`` lists them in order (a categorical
+    column ``c`` as ``c=<level>`` per level of ``categorical[c]``); ``fill_values`` replace missing
+    numbers."""
+
+    features: tuple[str, ...]
+    categorical: dict[str, tuple[str, ...]]
+    fill_values: dict[str, float]
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        columns: dict[str, None] = {}
+        for name in self.features:
+            column, separator, _ = name.partition("=")
+            columns[column if separator and column in self.categorical else name] = None
+        return tuple(columns)
+
+
+def is_categorical(values: pd.Series) -> bool:
+    """Text, boolean and pandas categorical columns are one-hot encoded; numbers are not."""
+    return not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+
+
+def categorical_levels(values: pd.Series) -> pd.Series:
+    """A categorical column as text, missing values as the level :data:`MISSING_LEVEL`."""
+    return values.astype("string").fillna(MISSING_LEVEL)
+
+
+def fit_encoding(frame: pd.DataFrame, columns: tuple[str, ...]) -> Encoding:
+    """The encoding of ``columns`` of ``frame``: numeric columns as they are (a missing attribute
+    filled with its median), categorical ones one-hot with their sorted levels."""
+    features: list[str] = []
+    categorical: dict[str, tuple[str, ...]] = {}
+    fill_values: dict[str, float] = {}
+    for column in columns:
+        values = frame[column]
+        if is_categorical(values):
+            levels = tuple(sorted(categorical_levels(values).unique()))
+            categorical[column] = levels
+            features += [f"{column}={level}" for level in levels]
+            continue
+        features.append(column)
+        if column not in RFM_FEATURES:
+            median = values.astype("float64").median()
+            fill_values[column] = 0.0 if pd.isna(median) else float(median)
+    return Encoding(tuple(features), categorical, fill_values)
+
+
 def _transform(
     frame: pd.DataFrame,
-    features: tuple[str, ...],
+    encoding: Encoding,
     log_features: tuple[str, ...],
     caps: np.ndarray,
     means: np.ndarray,
     scales: np.ndarray,
 ) -> np.ndarray:
-    values = _log_features(frame, features, log_features)
+    values = _log_features(frame, encoding, log_features)
     np.minimum(values, caps, out=values)
     values -= means
     values /= scales
     return values
 
 
-def _log_features(frame: pd.DataFrame, features: tuple[str, ...], log_features: tuple[str, ...]) -> np.ndarray:
-    values = frame.loc[:, list(features)].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    for index, name in enumerate(features):
+def _log_features(frame: pd.DataFrame, encoding: Encoding, log_features: tuple[str, ...]) -> np.ndarray:
+    if not encoding.categorical and not encoding.fill_values:  # the RFM path: one copy, no per-column work
+        values = frame.loc[:, list(encoding.features)].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    else:
+        values = np.empty((len(frame), len(encoding.features)), dtype=np.float64)
+        levels = {column: categorical_levels(frame[column]) for column in encoding.categorical}
+        for index, name in enumerate(encoding.features):
+            column, separator, level = name.partition("=")
+            if separator and column in levels:
+                values[:, index] = (levels[column] == level).to_numpy(dtype=np.float64)
+            else:
+                numbers = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+                if name in encoding.fill_values:
+                    numbers = numbers.fillna(encoding.fill_values[name])
+                values[:, index] = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    for index, name in enumerate(encoding.features):
         if name in log_features:
             values[:, index] = signed_log1p(values[:, index])
     if np.isnan(values).any():
@@ -145,15 +231,15 @@ def nearest_centroid(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def fit_scaling(
-    frame: pd.DataFrame, features: tuple[str, ...], winsorize_quantile: float
+    frame: pd.DataFrame, encoding: Encoding, winsorize_quantile: float
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
     """Fit the transforms on ``frame``: which features get log1p, the caps, means and scales.
 
     The cap of each feature is its ``winsorize_quantile`` quantile after the log; mean and standard
     deviation are taken after capping. A constant feature gets scale 1 so it does not divide by zero.
     """
-    log_features = tuple(name for name in features if name in LOG_TRANSFORMED)
-    values = _log_features(frame, features, log_features)
+    log_features = tuple(name for name in encoding.features if name in LOG_TRANSFORMED)
+    values = _log_features(frame, encoding, log_features)
     caps = np.quantile(values, winsorize_quantile, axis=0) if winsorize_quantile < 1.0 else values.max(axis=0)
     capped = np.minimum(values, caps)
     means = capped.mean(axis=0)
@@ -267,8 +353,9 @@ def fit_segment_model(
     (k-means++, ``random_state``) is fitted on at most ``sample_size`` customers and every customer is
     then assigned to the nearest centroid. The same inputs and seed give the same result.
     """
-    log_features, caps, means, scales = fit_scaling(frame, features, winsorize_quantile)
-    values = _transform(frame, features, log_features, caps, means, scales)
+    encoding = fit_encoding(frame, features)
+    log_features, caps, means, scales = fit_scaling(frame, encoding, winsorize_quantile)
+    values = _transform(frame, encoding, log_features, caps, means, scales)
     distinct_points = _count_distinct_rows(values, limit=k_max + 1)
     needed = n_clusters if n_clusters is not None else k_min
     if distinct_points < needed:
@@ -288,7 +375,9 @@ def fit_segment_model(
     fit_values = values[_sample_indices(len(values), sample_size, rng)]
     kmeans = KMeans(n_clusters=n_clusters, n_init=FIT_N_INIT, random_state=random_state).fit(fit_values)
     model = SegmentModel(
-        features=features,
+        features=encoding.features,
+        categorical=encoding.categorical,
+        fill_values=encoding.fill_values,
         log_features=log_features,
         caps=caps,
         means=means,

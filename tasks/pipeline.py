@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from tasks import load, steps
-from tasks.extract import ExtractResult, default_as_of, extract_customer_features
+from tasks.attributes import extract_run_input
+from tasks.extract import ExtractResult, default_as_of
 from tasks.locking import run_lock
 from tasks.settings import SegmentSettings
 
@@ -40,7 +41,7 @@ def _run(settings: SegmentSettings, as_of: date | None) -> PipelineRun:
     seconds: dict[str, float] = {}
     try:
         clock = time.perf_counter()
-        extract = extract_customer_features(settings, run_as_of)
+        extract = extract_run_input(settings, run_as_of)
         steps.check_data_gates(settings, extract)
         seconds["extract"] = time.perf_counter() - clock
         clock = time.perf_counter()

@@ -7,17 +7,21 @@ a chat message) without images.
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks import insights
 from tasks.extract import ExtractResult
+from tasks.files import write_file_atomically
 from tasks.load import describe_outputs
 from tasks.settings import SegmentSettings
-from tasks.steps import ModelOutcome
+from tasks.steps import ModelOutcome, run_record_fields
 
 BAR_WIDTH = 30
 
@@ -77,7 +81,7 @@ def run_summary_markdown(
         f"| rejected: {reason.replace('_', ' ')} | {count:,} |" for reason, count in counts.rejected_by_reason.items()
     ]
     assignments = outcome.segments.assignments
-    clustered = int((assignments["frequency"] > 0).sum())
+    clustered = int((assignments["segment_id"] != 0).sum())
     metrics = outcome.metrics
     lines += [
         "",
@@ -160,3 +164,48 @@ def publish_run_artifacts(
         markdown=run_summary_markdown(settings, extract, outcome, run_id=run_id, flow_run_id=flow_run_id),
         description=f"Run summary as of {extract.as_of.isoformat()}",
     )
+
+
+REPORT_ARTIFACT_KEY = "segment-report"
+
+
+def write_run_report(
+    settings: SegmentSettings, extract: ExtractResult, outcome: ModelOutcome, run_id: str
+) -> tuple[Path | None, str]:
+    """Build the run's report: from the output tables after a write, from memory for a dry run. Writes
+    the HTML file to ``settings.report_path`` (unless unset) and returns its path and the markdown with
+    the same charts, for the artifact."""
+    if settings.dry_run:
+        run = run_record_fields(extract, outcome) | {"run_id": run_id, "dry_run": True}
+        data = insights.report_data_from_run(
+            run,
+            outcome.segments.assignments,
+            outcome.segments.profiles,
+            outcome.model,
+            elbow=outcome.elbow,
+            comparison=outcome.comparison,
+            random_state=settings.random_state,
+        )
+    else:
+        data = insights.report_data_from_outputs(settings)
+    rendered = insights.render_report(data, outputs=describe_outputs(settings))
+    path = None
+    if settings.report_path:
+        path = Path(settings.report_path).resolve()
+        write_file_atomically(path, rendered.html)
+    return path, rendered.markdown
+
+
+@task(name="write-report", task_run_name="write the HTML report", cache_policy=NO_CACHE, persist_result=False)
+def publish_report(settings: SegmentSettings, extract: ExtractResult, outcome: ModelOutcome, run_id: str) -> str | None:
+    logger = get_run_logger()
+    started = time.perf_counter()
+    path, markdown = write_run_report(settings, extract, outcome, run_id)
+    create_markdown_artifact(
+        key=REPORT_ARTIFACT_KEY, markdown=markdown, description=f"Segment report as of {extract.as_of.isoformat()}"
+    )
+    if path is not None:
+        logger.info(
+            "Report written to %s (%s bytes) in %.2f s", path, f"{path.stat().st_size:,}", time.perf_counter() - started
+        )
+    return None if path is None else str(path)

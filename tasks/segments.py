@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.extract import FEATURE_COLUMNS
-from tasks.model import SegmentModel
+from tasks.model import MISSING_LEVEL, SegmentModel
 
 NO_NET_PURCHASES_ID = 0
 NO_NET_PURCHASES_NAME = "No net purchases"
@@ -107,6 +107,14 @@ def rfm_segment_name(r_score: int, f_score: int, m_score: int) -> str:
     return "Hibernating" if r_score == 2 else "Lost"
 
 
+def clusterable(features: pd.DataFrame) -> pd.Series:
+    """Which customers are clustered: those with net purchases, or everyone when segmenting on
+    customer attributes alone (no transaction features)."""
+    if "frequency" not in features:
+        return pd.Series(True, index=features.index)
+    return features["frequency"] > 0
+
+
 def quintile_scores(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
     """Score 1-5 by quintile of the population; ties share a score (average percentile rank)."""
     ranked = values if higher_is_better else -values
@@ -127,12 +135,19 @@ def score_customers(features: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_scores(features: pd.DataFrame) -> pd.DataFrame:
-    """``features`` plus ``r_score``, ``f_score``, ``m_score`` (1-5) for customers with net purchases."""
-    purchasers = features["frequency"] > 0
+    """``features`` plus ``r_score``, ``f_score``, ``m_score`` (1-5) for customers with net purchases
+    (empty scores, and empty transaction features, when segmenting on attributes alone)."""
     scored = features.copy()
-    scores = score_customers(features.loc[purchasers])
+    for column in FEATURE_COLUMNS:
+        if column not in scored:
+            scored[column] = pd.Series(pd.NA, index=features.index, dtype="Float64")
     for column in ("r_score", "f_score", "m_score"):
         scored[column] = pd.Series(pd.NA, index=features.index, dtype="Int64")
+    if "frequency" not in features:
+        return scored
+    purchasers = features["frequency"] > 0
+    scores = score_customers(features.loc[purchasers])
+    for column in ("r_score", "f_score", "m_score"):
         scored.loc[purchasers, column] = scores[column].to_numpy()
     return scored
 
@@ -176,6 +191,48 @@ def fresh_segment_labels(means: pd.DataFrame) -> tuple[tuple[int, ...], tuple[st
     return tuple(ids), tuple(names)
 
 
+def humanize(column: str) -> str:
+    """A column name as words, without trailing unit or range tokens: ``annual_income_k`` -> ``annual
+    income``, ``spending_score_1_100`` -> ``spending score``."""
+    words = [word for word in column.split("_") if word]
+    while len(words) > 1 and (words[-1].isdigit() or len(words[-1]) == 1):
+        words.pop()
+    return " ".join(words)
+
+
+def attribute_segment_labels(
+    model: SegmentModel, sizes: Sequence[int], threshold: float = 0.5
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Ids 1..K from the largest to the smallest cluster, and names from each centroid's strongest
+    features (at most two, at least ``threshold`` standard deviations from the mean): ``High annual
+    income, low spending score``; a categorical level above its share reads ``mostly Female``.
+    Names are made unique with a number."""
+    order = sorted(range(model.n_clusters), key=lambda index: (-sizes[index], index))
+    ids = [0] * model.n_clusters
+    names = [""] * model.n_clusters
+    used: dict[str, int] = {}
+    for position, index in enumerate(order):
+        ids[index] = position + 1
+        centroid = model.centroids[index]
+        strongest = sorted(range(len(model.features)), key=lambda feature: -abs(centroid[feature]))
+        parts: list[str] = []
+        for feature in strongest:
+            value = float(centroid[feature])
+            if abs(value) < threshold or len(parts) == 2:
+                break
+            column, separator, level = model.features[feature].partition("=")
+            if separator and column in model.categorical:
+                if value > 0:
+                    parts.append(f"mostly {level}")
+            else:
+                parts.append(f"{'high' if value > 0 else 'low'} {humanize(column)}")
+        base = ", ".join(parts) if parts else "average profile"
+        base = base[0].upper() + base[1:]
+        used[base] = used.get(base, 0) + 1
+        names[index] = base if used[base] == 1 else f"{base} ({used[base]})"
+    return tuple(ids), tuple(names)
+
+
 @dataclass(frozen=True)
 class SegmentTable:
     """The run's output frames: one row per customer, and one profile per segment."""
@@ -189,6 +246,7 @@ def build_segments(
     labels: np.ndarray,
     model: SegmentModel,
     *,
+    clustered: pd.Series,
     segment_ids: Sequence[int],
     segment_names: Sequence[str],
     as_of: date,
@@ -198,13 +256,15 @@ def build_segments(
 ) -> SegmentTable:
     """Join features, scores and labels into the ``customer_segments`` and ``segment_profiles`` rows.
 
-    ``scored`` holds every customer of the run (from :func:`with_scores`); ``labels`` the cluster index
-    (0..K-1) of those with ``frequency > 0``, in their order; ``segment_ids`` and ``segment_names``
-    the id and name of each cluster index. Customers without net purchases get the reserved segment 0.
+    ``scored`` holds every customer of the run (from :func:`with_scores`); ``clustered`` marks those
+    that were clustered (:func:`clusterable`) and ``labels`` holds their cluster index (0..K-1), in
+    their order; ``segment_ids`` and ``segment_names`` the id and name of each cluster index. The other
+    customers (no net purchases) get the reserved segment 0. Customer attributes the model used are
+    kept as columns after the transaction features.
     """
-    purchasers = scored["frequency"] > 0
+    attributes = [name for name in model.input_columns if name not in FEATURE_COLUMNS]
     cluster = pd.Series(-1, index=scored.index, dtype="int64")
-    cluster.loc[purchasers] = labels
+    cluster.loc[clustered] = labels
     segment_of_cluster = {index: int(segment) for index, segment in enumerate(segment_ids)}
     names = {int(segment): name for segment, name in zip(segment_ids, segment_names, strict=True)}
     scored = scored.copy()
@@ -215,7 +275,7 @@ def build_segments(
     scored["model_version"] = model_version
     scored["scored_at"] = scored_at
 
-    profiles = _profiles(scored, model, segment_of_cluster, as_of=as_of, run_id=run_id)
+    profiles = _profiles(scored, model, segment_of_cluster, attributes, as_of=as_of, run_id=run_id)
     columns = [
         "customer_id",
         "segment_id",
@@ -228,6 +288,7 @@ def build_segments(
         "run_id",
         "model_version",
         "scored_at",
+        *attributes,
     ]
     return SegmentTable(assignments=scored[columns].reset_index(drop=True), profiles=profiles)
 
@@ -236,6 +297,7 @@ def _profiles(
     scored: pd.DataFrame,
     model: SegmentModel,
     segment_of_cluster: dict[int, int],
+    attributes: list[str],
     *,
     as_of: date,
     run_id: str,
@@ -246,7 +308,7 @@ def _profiles(
     for _, members in scored.groupby("segment_id", sort=True):
         segment_id = int(members["segment_id"].iloc[0])
         name = str(members["segment_name"].iloc[0])
-        persona = PERSONAS.get(name.split(" (")[0], PERSONAS["Needs Attention"])
+        persona = PERSONAS.get(name.split(" (")[0]) or _attribute_persona(name)
         row: dict[str, object] = {
             "run_id": run_id,
             "as_of": as_of,
@@ -265,8 +327,29 @@ def _profiles(
             row[f"mean_{score}"] = _float_or_none(members[score].astype("float64").mean())
         centroid = centroid_of_segment.get(segment_id)
         row["centroid"] = json.dumps(dict(zip(model.features, centroid, strict=True))) if centroid else None
+        row["attribute_means"] = json.dumps(_attribute_means(members, model, attributes)) if attributes else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _attribute_means(members: pd.DataFrame, model: SegmentModel, attributes: list[str]) -> dict[str, float | None]:
+    """Mean of each numeric attribute and the share of each categorical level among ``members``."""
+    means: dict[str, float | None] = {}
+    for column in attributes:
+        if column in model.categorical:
+            levels = members[column].astype("string").fillna(MISSING_LEVEL)
+            for level in model.categorical[column]:
+                means[f"{column}={level}"] = float((levels == level).mean())
+        else:
+            means[column] = _float_or_none(pd.to_numeric(members[column], errors="coerce").mean())
+    return means
+
+
+def _attribute_persona(name: str) -> SegmentPersona:
+    return SegmentPersona(
+        f"{name}, compared with the average customer (see the feature means).",
+        "Tailor offers and messages to this profile, and compare the segment's response with the others.",
+    )
 
 
 def _float_or_none(value: float) -> float | None:

@@ -30,6 +30,13 @@ COMPUTED_FEATURES: tuple[str, ...] = (
     "tenure_days",
 )
 
+#: Columns of customer_segments that a customer attribute may not be called.
+RESERVED_OUTPUT_COLUMNS = frozenset(
+    {"customer_id", "segment_id", "segment_name", "r_score", "f_score", "m_score", "as_of", "run_id"}
+    | {"model_version", "scored_at"}
+)
+DEFAULT_REPORT_PATH = "segments_report.html"
+
 # Letters, digits, underscore, dollar; must not start with a digit; at most 63 characters (PostgreSQL's
 # limit). ASCII only: look-alike characters from other scripts are refused, not normalised.
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
@@ -101,6 +108,8 @@ class SegmentSettings(BaseSettings):
     max_rejected_share: float = Field(default=0.05, ge=0, le=1)
     max_customer_drop: float = Field(default=0.5, ge=0, le=1)
     force: bool = False
+    report_path: str | None = DEFAULT_REPORT_PATH
+    compare_algorithms: bool = False
 
     @field_validator(
         "amount_column",
@@ -108,6 +117,7 @@ class SegmentSettings(BaseSettings):
         "unit_price_column",
         "order_id_column",
         "customer_table",
+        "report_path",
         mode="before",
     )
     @classmethod
@@ -148,12 +158,14 @@ class SegmentSettings(BaseSettings):
 
     @field_validator("features")
     @classmethod
-    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _feature_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("at least one feature is needed")
-        unknown = [name for name in value if name not in COMPUTED_FEATURES]
-        if unknown:
-            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(COMPUTED_FEATURES)}")
+        for name in value:
+            check_identifier(name, "feature")
+        reserved = sorted(set(value) & RESERVED_OUTPUT_COLUMNS)
+        if reserved:
+            raise ValueError(f"{', '.join(reserved)} cannot be a feature (a column of customer_segments)")
         if len(set(value)) != len(value):
             raise ValueError("a feature is listed twice")
         return value
@@ -177,15 +189,25 @@ class SegmentSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> SegmentSettings:
+        if not self.source_table and not self.customer_table:
+            raise ValueError(
+                "source_table: set SEGMENTS_SOURCE_TABLE to the transactions table, or SEGMENTS_CUSTOMER_TABLE "
+                "to segment customers on their attributes alone"
+            )
+        unknown = [name for name in self.features if name not in COMPUTED_FEATURES]
+        if unknown and not self.customer_table:
+            raise ValueError(
+                f"features: unknown feature(s) {', '.join(unknown)}; choose from {', '.join(COMPUTED_FEATURES)}, "
+                "or set SEGMENTS_CUSTOMER_TABLE to cluster on its columns too"
+            )
+        computed = [name for name in self.features if name in COMPUTED_FEATURES]
+        if not self.source_table and computed:
+            raise ValueError(
+                f"features: {', '.join(computed)} come from transactions, but SEGMENTS_SOURCE_TABLE is empty; "
+                "list customer-table columns in SEGMENTS_FEATURES (e.g. annual_income,spending_score)"
+            )
         if not self.source_table:
-            raise ValueError(
-                "source_table: segmenting on customer attributes alone (empty source table) is not "
-                "available yet; set SEGMENTS_SOURCE_TABLE to the transactions table"
-            )
-        if self.customer_table:
-            raise ValueError(
-                "customer_table: customer attribute tables are not supported yet; unset SEGMENTS_CUSTOMER_TABLE"
-            )
+            return self  # attributes alone: the transaction column mapping is not used
         if (self.quantity_column is None) != (self.unit_price_column is None):
             raise ValueError(
                 "quantity_column: set both SEGMENTS_QUANTITY_COLUMN and SEGMENTS_UNIT_PRICE_COLUMN, or neither"
@@ -207,6 +229,16 @@ class SegmentSettings(BaseSettings):
     def masked_database_url(self) -> str:
         """The database URL with its password replaced by ``***``, safe for logs and messages."""
         return mask_url(self.database_url.get_secret_value())
+
+    @property
+    def attributes_only(self) -> bool:
+        """Segment customers on customer-table columns alone (no transactions)."""
+        return not self.source_table
+
+    @property
+    def attribute_features(self) -> tuple[str, ...]:
+        """The features that are customer-table columns."""
+        return tuple(name for name in self.features if name not in COMPUTED_FEATURES)
 
     @property
     def uses_quantity_times_price(self) -> bool:

@@ -22,16 +22,20 @@ from prefect.states import State
 from pydantic import SecretStr
 
 from tasks import gates, load
+from tasks.attributes import extract_run_input
+from tasks.compare import compare_algorithms
 from tasks.database import is_transient
 from tasks.errors import ConfigurationError
-from tasks.extract import ExtractResult, extract_customer_features
+from tasks.extract import ExtractResult
 from tasks.lifecycle import ModelDecision, StoredModel, decide_model_action, match_segments, psi_reference
 from tasks.model import ElbowCurve, SegmentModel, clustering_metrics, fit_segment_model
 from tasks.segments import (
     NO_NET_PURCHASES_NAME,
     SegmentTable,
+    attribute_segment_labels,
     build_segments,
     cluster_means,
+    clusterable,
     fresh_segment_labels,
     grid_names,
     with_scores,
@@ -93,6 +97,7 @@ class ModelOutcome:
     new_model: StoredModel | None
     segment_changes: dict[str, Any]
     segment_names: tuple[str, ...]
+    comparison: list[dict[str, Any]] | None = None
 
     @property
     def allowed_names(self) -> set[str]:
@@ -115,7 +120,8 @@ def segment_features(
     """Decide to fit, reuse or refit (the model policy), score every customer with net purchases, give
     each cluster its stable segment id and name, and build the assignment and profile rows."""
     features = extract.features
-    purchasers = features.loc[features["frequency"] > 0]
+    clustered = clusterable(features)
+    purchasers = features.loc[clustered]
     decision = decide_model_action(
         settings.model_policy,
         stored,
@@ -152,15 +158,22 @@ def segment_features(
             random_state=settings.random_state,
         )
         model, labels, metrics, k_reason, elbow = fit.model, fit.labels, fit.metrics, fit.k_reason, fit.elbow
-        means = cluster_means(scored, labels, model.n_clusters)
         version = stored.version + 1 if stored else 1
+        if settings.attributes_only:
+            sizes = np.bincount(labels, minlength=model.n_clusters).tolist()
+            fresh_ids, fresh_names = attribute_segment_labels(model, sizes)
+            base_names = list(fresh_names)
+        else:
+            means = cluster_means(scored, labels, model.n_clusters)
+            fresh_ids, fresh_names = fresh_segment_labels(means)
+            base_names = grid_names(means)
         if stored is not None and stored.model.features == model.features:
-            match = match_segments(model, stored, grid_names(means))
+            match = match_segments(model, stored, base_names)
             ids, names, next_id = match.segment_ids, match.segment_names, match.next_segment_id
             kept = sorted(match.matched.values())
             changes = {"kept": kept, "new": sorted(set(ids) - set(kept)), "retired": list(match.retired)}
         else:
-            fresh_ids, names = fresh_segment_labels(means)
+            names = fresh_names
             offset = stored.next_segment_id - 1 if stored else 0  # never reuse an id a past model had
             ids = tuple(segment + offset for segment in fresh_ids)
             next_id = max(ids) + 1
@@ -181,6 +194,7 @@ def segment_features(
         scored,
         labels,
         model,
+        clustered=clustered,
         segment_ids=ids,
         segment_names=names,
         as_of=extract.as_of,
@@ -188,7 +202,11 @@ def segment_features(
         model_version=str(version),
         scored_at=scored_at,
     )
+    comparison = None
+    if settings.compare_algorithms:
+        comparison = compare_algorithms(model.transform(purchasers), model.n_clusters, settings.random_state)
     return ModelOutcome(
+        comparison=comparison,
         decision=decision,
         model=model,
         model_version=version,
@@ -208,7 +226,7 @@ def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str
     K and how it was chosen, quality."""
     counts = extract.counts
     assignments = outcome.segments.assignments
-    clustered = int((assignments["frequency"] > 0).sum())
+    clustered = int((assignments["segment_id"] != 0).sum())
     return {
         "as_of": extract.as_of,
         "model_action": outcome.decision.action,
@@ -227,6 +245,7 @@ def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str
         "customers_clustered": clustered,
         "customers_no_net_purchases": len(assignments) - clustered,
         "elbow": outcome.elbow.as_dict() if outcome.elbow else None,
+        "algorithm_comparison": outcome.comparison,
         **outcome.metrics,
     }
 
@@ -275,13 +294,13 @@ def record_run_start(
 
 @database_task(
     name="extract-customer-features",
-    task_run_name="extract features from {settings.source_table}",
+    task_run_name="extract customer features",
     timeout_seconds=3600,
 )
 def extract_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
     logger = get_run_logger()
     started = time.perf_counter()
-    result = extract_customer_features(settings, as_of)
+    result = extract_run_input(settings, as_of)
     seconds = time.perf_counter() - started
     counts = result.counts
     logger.info(

@@ -119,3 +119,39 @@ def _add_bad_rows(frame: pd.DataFrame, rng: np.random.Generator, start: datetime
     bad.loc[kind == 2, "occurred_at"] = start + timedelta(days=2)
     bad["order_id"] = [f"X{number:08d}" for number in range(n_bad)]
     return pd.concat([frame, bad], ignore_index=True)
+
+
+#: Five income x spending groups shaped like the public "Mall Customers" data (not that data): centre
+#: of annual income (k$) and spending score (1-100), spread, and share of the customers.
+MALL_GROUPS = (
+    ((26.0, 20.0), (7.0, 8.0), 0.115),  # low income, careful
+    ((26.0, 79.0), (7.0, 9.0), 0.11),  # low income, spends a lot
+    ((55.0, 50.0), (8.0, 6.0), 0.405),  # average
+    ((88.0, 17.0), (12.0, 9.0), 0.175),  # high income, careful
+    ((87.0, 82.0), (12.0, 8.0), 0.195),  # high income, spends a lot
+)
+
+
+def generate_mall_customers(n_customers: int = 200, seed: int = 7) -> pd.DataFrame:
+    """A seeded customer table with the columns of the public Mall Customers data: ``CustomerID``,
+    ``Gender``, ``Age``, ``Annual Income (k$)``, ``Spending Score (1-100)``, drawn from five
+    income x spending groups; a few genders are left empty, as real exports have gaps."""
+    rng = np.random.default_rng(seed)
+    shares = np.array([share for _, _, share in MALL_GROUPS])
+    group = rng.choice(len(MALL_GROUPS), size=n_customers, p=shares / shares.sum())
+    centres = np.array([centre for centre, _, _ in MALL_GROUPS])[group]
+    spreads = np.array([spread for _, spread, _ in MALL_GROUPS])[group]
+    values = rng.normal(centres, spreads)
+    income = np.clip(np.round(values[:, 0]), 15, 140).astype(int)
+    spending = np.clip(np.round(values[:, 1]), 1, 99).astype(int)
+    gender = rng.choice(["Female", "Male"], size=n_customers, p=[0.56, 0.44]).astype(object)
+    gender[rng.random(n_customers) < 0.02] = None
+    return pd.DataFrame(
+        {
+            "CustomerID": np.arange(1, n_customers + 1),
+            "Gender": gender,
+            "Age": rng.integers(18, 71, size=n_customers),
+            "Annual Income (k$)": income,
+            "Spending Score (1-100)": spending,
+        }
+    )

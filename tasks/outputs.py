@@ -1,0 +1,161 @@
+"""Read the output tables back: the latest successful run, its profiles and model, a sample of its
+customers, the transitions view, and the current segments in chunks (for the report and the export).
+
+Readers never write. Every table name is quoted by :func:`tasks.load.output_tables`; values are bound.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from tasks.database import connection_errors, make_engine
+from tasks.errors import SegmentsError
+from tasks.lifecycle import StoredModel
+from tasks.load import MODEL_COLUMNS, RUN_COLUMNS, OutputTables, output_tables
+from tasks.settings import SegmentSettings
+
+EXPORT_CHUNK_ROWS = 100_000
+
+
+class NoRunError(SegmentsError):
+    """There is no successful run to report on or export."""
+
+
+@dataclass(frozen=True)
+class LatestRun:
+    """The latest successful run: its record, profiles and model, read in one snapshot."""
+
+    record: dict[str, Any]
+    profiles: pd.DataFrame
+    stored_model: StoredModel | None
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _connect(settings: SegmentSettings) -> tuple[sa.Engine, str]:
+    url = settings.database_url.get_secret_value()
+    return make_engine(url), url
+
+
+def _require_outputs(conn: Connection, tables: OutputTables, settings: SegmentSettings) -> None:
+    inspector = sa.inspect(conn)
+    for table in ("segment_runs", "segment_profiles", "customer_segments"):
+        if not inspector.has_table(table, schema=tables.schema_name):
+            raise NoRunError(
+                f"no {table} table in {settings.masked_database_url()}"
+                + (f" (schema {settings.output_schema!r})" if tables.schema_name else "")
+                + "; run `segments run` (or `segments demo`) first"
+            )
+
+
+def read_latest_run(settings: SegmentSettings) -> LatestRun:
+    """The latest succeeded run with its profiles and the model version it scored with.
+
+    Raises :class:`NoRunError` (one line: what to run) when there is none.
+    """
+    engine, url = _connect(settings)
+    try:
+        with connection_errors(url), engine.connect() as conn:
+            tables = output_tables(conn, settings)
+            _require_outputs(conn, tables, settings)
+            runs = tables.table("segment_runs", RUN_COLUMNS)
+            row = (
+                conn.execute(
+                    sa.select(runs).where(runs.c.status == "succeeded").order_by(runs.c.finished_at.desc()).limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NoRunError(
+                    f"no successful run in {settings.masked_database_url()}; run `segments run` "
+                    "(or `segments demo`) first"
+                )
+            record = {key: (_json(value) if key in _JSON_RUN else value) for key, value in row.items()}
+            profiles = pd.read_sql_query(
+                sa.text(f"select * from {tables.segment_profiles} where run_id = :run_id order by segment_id"),
+                conn,
+                params={"run_id": record["run_id"]},
+            )
+            stored = _read_model(conn, tables, record.get("model_version"))
+    finally:
+        engine.dispose()
+    return LatestRun(record=record, profiles=profiles, stored_model=stored)
+
+
+_JSON_RUN = {"rejected_by_reason", "elbow", "drift", "segment_changes", "settings", "algorithm_comparison"}
+
+
+def _read_model(conn: Connection, tables: OutputTables, version: Any) -> StoredModel | None:
+    if version is None or not sa.inspect(conn).has_table("segment_models", schema=tables.schema_name):
+        return None
+    models = tables.table("segment_models", MODEL_COLUMNS)
+    data = conn.execute(sa.select(models.c.model).where(models.c.model_version == int(version))).scalar()
+    return None if data is None else StoredModel.from_dict(_json(data))
+
+
+def read_segment_sample(settings: SegmentSettings, columns: list[str], size: int) -> pd.DataFrame:
+    """At most ``size`` clustered customers (reserved segment 0 left out), picked at random by the
+    database, with ``segment_id``, ``segment_name`` and ``columns``."""
+    engine, url = _connect(settings)
+    try:
+        with connection_errors(url), engine.connect() as conn:
+            tables = output_tables(conn, settings)
+            table = tables.table("customer_segments", {name: None for name in ["segment_id", "segment_name", *columns]})
+            query = sa.select(*table.c).where(table.c.segment_id != 0).order_by(sa.func.random()).limit(size)
+            frame = pd.DataFrame(conn.execute(query).mappings().all(), columns=["segment_id", "segment_name", *columns])
+    finally:
+        engine.dispose()
+    for column in columns:
+        converted = pd.to_numeric(frame[column], errors="coerce")
+        if converted.notna().sum() == frame[column].notna().sum():  # numeric (Decimal from PostgreSQL)
+            frame[column] = converted.astype("float64")
+    return frame
+
+
+def read_transitions(settings: SegmentSettings) -> pd.DataFrame | None:
+    """The ``segment_transitions`` view (moves between the two latest as-of dates), or ``None`` when
+    there is only one date so far."""
+    engine, url = _connect(settings)
+    try:
+        with connection_errors(url), engine.connect() as conn:
+            tables = output_tables(conn, settings)
+            if not sa.inspect(conn).has_table("customer_segment_history", schema=tables.schema_name):
+                return None
+            frame = pd.read_sql_query(sa.text(f"select * from {tables.segment_transitions}"), conn)
+    finally:
+        engine.dispose()
+    if frame.empty or frame["from_as_of"].isna().all():
+        return None
+    frame["customers"] = frame["customers"].astype("int64")
+    return frame
+
+
+def iter_current_segments(settings: SegmentSettings, chunk_rows: int = EXPORT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """``customer_segments`` in chunks of ``chunk_rows``, ordered by customer id (for the export).
+
+    The read runs in one transaction, so every chunk comes from the same committed run.
+    """
+    engine, url = _connect(settings)
+    try:
+        with connection_errors(url), engine.connect() as conn:
+            if settings.dialect == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            tables = output_tables(conn, settings)
+            _require_outputs(conn, tables, settings)
+            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
+                sa.text(f"select * from {tables.customer_segments} order by customer_id")
+            )
+            for rows in result.partitions():
+                yield pd.DataFrame(rows, columns=list(result.keys()))
+    finally:
+        engine.dispose()
