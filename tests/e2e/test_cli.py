@@ -43,6 +43,13 @@ def test_demo_runs_the_whole_pipeline_on_a_fresh_sqlite_file(tmp_path: Path) -> 
     for name in segment_names:
         assert name in result.stdout  # the printed summary names every segment
     assert run.status == "succeeded" and run.rows_rejected > 0 and run.n_clusters >= 2
+    # every run writes the self-contained HTML report where the summary says
+    report = tmp_path / "segments_report.html"
+    assert f"Report: {report}" in result.stdout
+    html = report.read_text()
+    for chart in ("elbow", "silhouette", "sizes", "heatmap", "scatter"):
+        assert f'data-chart="{chart}"' in html
+    assert "http://" not in html and "https://" not in html  # nothing to fetch: images are embedded
 
 
 @pytest.fixture
@@ -153,3 +160,43 @@ def test_score_one_customer_with_the_stored_model(tmp_path: Path, postgres_url: 
     unknown = segments("score", "--customer-id", "nobody", "--as-of", "2024-03-01", cwd=tmp_path, env=env)
     assert unknown.returncode == 1 and "customer 'nobody' has no usable rows" in unknown.stderr
     backend.dispose()
+
+
+def test_mall_customers_from_csv_to_segments_report_and_parquet(tmp_path: Path) -> None:
+    from tasks.synthetic import generate_mall_customers
+
+    generate_mall_customers(200, seed=3).to_csv(tmp_path / "Mall_Customers.csv", index=False)
+    env = {"SEGMENTS_DATABASE_URL": f"sqlite:///{tmp_path / 'mall.db'}"}
+    attributes_only = env | {
+        "SEGMENTS_SOURCE_TABLE": "",
+        "SEGMENTS_CUSTOMER_TABLE": "mall_customers",
+        "SEGMENTS_FEATURES": "annual_income_k,spending_score_1_100",
+    }
+
+    loaded = segments("load-csv", "Mall_Customers.csv", "--table", "mall_customers", cwd=tmp_path, env=env)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert "'Annual Income (k$)' -> annual_income_k" in loaded.stdout
+    ran = segments("run", "--as-of", "2026-01-01", cwd=tmp_path, env=attributes_only)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "K=5: knee of the elbow curve at K=5" in ran.stdout
+    assert "mean annual_income_k" in ran.stdout  # the summary shows the attributes, not empty RFM means
+    reported = segments("report", "--output", "mall.html", cwd=tmp_path, env=attributes_only)
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    assert 'data-chart="scatter"' in (tmp_path / "mall.html").read_text()
+    exported = segments("export", "--format", "parquet", "--output", "mall.parquet", cwd=tmp_path, env=attributes_only)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+
+    import pyarrow.parquet as pq
+
+    frame = pq.read_table(tmp_path / "mall.parquet").to_pandas()
+    assert len(frame) == 200 and frame["segment_id"].nunique() == 5
+    # the customer table's other columns are joined, as in the notebooks' segmented CSV
+    assert {"gender", "age", "annual_income_k", "spending_score_1_100"} <= set(frame.columns)
+
+
+def test_report_and_export_before_any_run_exit_with_one_line(tmp_path: Path) -> None:
+    env = {"SEGMENTS_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    for args in (("report",), ("export", "--output", "x.csv")):
+        result = segments(*args, cwd=tmp_path, env=env)
+        assert result.returncode == 1
+        assert result.stderr.strip().count("\n") == 0 and "segments run" in result.stderr

@@ -116,6 +116,7 @@ def test_the_nightly_deployment_runs_from_the_api_on_a_worker(
         "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
         "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
         "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+        "SEGMENTS_REPORT_PATH": str(tmp_path / "report.html"),  # the worker runs in the repository
     }
     prefect_cli(env, "work-pool", "create", "segments-process", "--type", "process", "--overwrite")
     prefect_cli(env, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
@@ -156,7 +157,12 @@ def test_the_nightly_deployment_runs_from_the_api_on_a_worker(
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
             )
-            assert {artifact.key for artifact in artifacts} == {"segment-profiles", "segment-run-summary"}
+            assert {artifact.key for artifact in artifacts} == {
+                "segment-profiles",
+                "segment-run-summary",
+                "segment-report",
+            }
+            assert 'data-chart="elbow"' in (tmp_path / "report.html").read_text()
             with backend.engine().connect() as conn:
                 segments = conn.execute(
                     sa.text(

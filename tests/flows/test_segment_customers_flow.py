@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -72,7 +73,12 @@ def test_the_flow_segments_customers_into_postgres(shop: Backend) -> None:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
         )
     by_key = {artifact.key: artifact for artifact in artifacts}
-    assert set(by_key) == {"segment-profiles", "segment-run-summary"}
+    assert set(by_key) == {"segment-profiles", "segment-run-summary", "segment-report"}
+    report_markdown = str(by_key["segment-report"].data)
+    for title in ("Elbow curve", "Silhouette by K", "Segment sizes", "Feature means per segment"):
+        assert f"![{title}](data:image/png;base64," in report_markdown
+    html = Path(summary["report_path"]).read_text()
+    assert summary["run_id"] in html and html.count('<img class="chart"') == report_markdown.count("![")
     summary_markdown = str(by_key["segment-run-summary"].data)
     assert f"Customer segments as of {AS_OF.isoformat()}" in summary_markdown
     assert "rejected: null customer id" in summary_markdown and "← knee" in summary_markdown
@@ -98,10 +104,13 @@ def test_a_failing_run_is_recorded_and_keeps_the_previous_segments(
     assert "SEGMENTS_AMOUNT_COLUMN" in runs["error"].iloc[1]
 
 
-def test_a_dry_run_writes_nothing(shop: Backend) -> None:
-    summary = segment_customers(as_of=AS_OF, dry_run=True)
+def test_a_dry_run_writes_nothing_but_its_report(shop: Backend) -> None:
+    summary = segment_customers(as_of=AS_OF, dry_run=True, compare_algorithms=True)
 
     assert summary["dry_run"] and summary["customers"] > 500
+    assert [row["algorithm"] for row in summary["algorithm_comparison"]][-1] == "dbscan"
+    html = Path(summary["report_path"]).read_text()
+    assert "(dry run: nothing written)" in html and 'id="comparison"' in html
     tables = query(shop, "select table_name from information_schema.tables where table_schema = '{schema}'")
     assert set(tables["table_name"]) == {"transactions"}
 

@@ -12,6 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 from tasks.errors import ModelError
 from tasks.model import (
     ElbowCurve,
+    Encoding,
     SegmentModel,
     choose_n_clusters,
     find_knee,
@@ -64,7 +65,7 @@ def test_scaling_caps_the_upper_tail_and_standardizes() -> None:
     frame = pd.DataFrame({"recency_days": np.arange(100.0), "frequency": np.ones(100), "monetary": np.arange(100.0)})
     frame.loc[99, "recency_days"] = 10_000.0  # one extreme value
 
-    log_features, caps, means, scales = fit_scaling(frame, FEATURES, winsorize_quantile=0.95)
+    log_features, caps, means, scales = fit_scaling(frame, Encoding(FEATURES, {}, {}), winsorize_quantile=0.95)
 
     assert log_features == ("frequency", "monetary")
     assert caps[0] == pytest.approx(np.quantile(frame["recency_days"], 0.95))

@@ -101,3 +101,29 @@ def test_settings_are_immutable() -> None:
 
     with pytest.raises(Exception, match="frozen"):
         settings.k_max = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"source_table": ""}, "SEGMENTS_SOURCE_TABLE: set SEGMENTS_SOURCE_TABLE to the transactions table, or"),
+        ({"features": "recency_days,age"}, "SEGMENTS_FEATURES: unknown feature(s) age"),
+        (
+            {"source_table": "", "customer_table": "crm.customers", "features": "age,monetary"},
+            "monetary come from transactions, but SEGMENTS_SOURCE_TABLE is empty",
+        ),
+        ({"customer_table": "crm.customers", "features": "age,segment_id"}, "segment_id cannot be a feature"),
+        ({"customer_table": "crm.customers", "features": "age;drop"}, "SEGMENTS_FEATURES"),
+    ],
+)
+def test_customer_attribute_settings_say_what_is_wrong(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(**overrides)
+    assert message in str(raised.value)
+
+
+def test_attributes_alone_or_beside_rfm_are_valid() -> None:
+    alone = load_settings(source_table="", customer_table="mall_customers", features="annual_income_k,gender")
+    assert alone.attributes_only and alone.attribute_features == ("annual_income_k", "gender")
+    together = load_settings(customer_table="crm.customers", features="recency_days,frequency,age")
+    assert not together.attributes_only and together.attribute_features == ("age",)
