@@ -60,8 +60,8 @@ def test_a_write_that_breaks_an_output_check_is_rolled_back(backend: Backend, mo
     before = read(backend, "customer_segments", "customer_id")
     original = load._insert_assignments
 
-    def insert_all_but_one(conn, settings, tables, assignments):  # type: ignore[no-untyped-def]
-        original(conn, settings, tables, assignments.iloc[:-1])
+    def insert_all_but_one(conn, settings, tables, assignments, **where):  # type: ignore[no-untyped-def]
+        original(conn, settings, tables, assignments.iloc[:-1], **where)
 
     monkeypatch.setattr(load, "_insert_assignments", insert_all_but_one)
     with pytest.raises(OutputCheckError, match=r"299 customers written, 300 in the run"):

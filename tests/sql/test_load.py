@@ -103,8 +103,8 @@ def test_a_failed_write_leaves_the_previous_state_untouched(backend: Backend, mo
     # delete and most of the inserts ran inside the transaction.
     original = load._insert_assignments
 
-    def insert_with_duplicate(conn, settings, tables, assignments):  # type: ignore[no-untyped-def]
-        original(conn, settings, tables, pd.concat([assignments, assignments.tail(1)], ignore_index=True))
+    def insert_with_duplicate(conn, settings, tables, assignments, **where):  # type: ignore[no-untyped-def]
+        original(conn, settings, tables, pd.concat([assignments, assignments.tail(1)], ignore_index=True), **where)
 
     monkeypatch.setattr(load, "_insert_assignments", insert_with_duplicate)
     with pytest.raises(sa.exc.IntegrityError):
@@ -166,3 +166,61 @@ def test_tables_of_an_earlier_release_get_the_new_columns(backend: Backend) -> N
 
     run = read(backend, "segment_runs").iloc[0]
     assert run["status"] == "succeeded" and run["segment_changes"] is not None
+
+
+def test_the_swapped_in_table_keeps_its_grants_key_and_a_users_view(postgres_url: str, pg_schema: str) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    role = f"bi_{uuid.uuid4().hex[:8]}"
+    try:
+        load_synthetic(backend, customers=200)
+        run_without_prefect(backend)
+        with backend.engine().begin() as conn:
+            conn.exec_driver_sql(f'create role "{role}"')
+            conn.exec_driver_sql(f'grant select on {pg_schema}.customer_segments to "{role}"')
+            oid_before = conn.execute(sa.text(f"select '{pg_schema}.customer_segments'::regclass::oid")).scalar_one()
+
+        run_without_prefect(backend, model_policy="refit")  # swapped in: a new table
+
+        with backend.engine().begin() as conn:
+            oid_after = conn.execute(sa.text(f"select '{pg_schema}.customer_segments'::regclass::oid")).scalar_one()
+            can_read = conn.execute(
+                sa.text(f"select has_table_privilege('{role}', '{pg_schema}.customer_segments', 'select')")
+            ).scalar_one()
+            key = conn.execute(
+                sa.text("select conname from pg_constraint where conrelid = cast(:t as regclass) and contype = 'p'"),
+                {"t": f"{pg_schema}.customer_segments"},
+            ).scalar_one()
+            leftovers = conn.execute(
+                sa.text("select count(*) from pg_tables where schemaname = :s and tablename like '%__next'"),
+                {"s": pg_schema},
+            ).scalar_one()
+            # a BI user's view on the table: the next run cannot drop it, so it replaces the rows instead
+            conn.exec_driver_sql(
+                f"create view {pg_schema}.champions as select customer_id from {pg_schema}.customer_segments"
+            )
+        assert oid_after != oid_before and can_read and key == "customer_segments_pkey" and leftovers == 0
+
+        run_without_prefect(backend, model_policy="refit", as_of=date(2024, 3, 2))
+
+        with backend.engine().begin() as conn:
+            in_view = conn.execute(sa.text(f"select count(*) from {pg_schema}.champions")).scalar_one()
+            oid_kept = conn.execute(sa.text(f"select '{pg_schema}.customer_segments'::regclass::oid")).scalar_one()
+            conn.exec_driver_sql(f"drop view {pg_schema}.champions")
+            conn.exec_driver_sql(f'drop owned by "{role}"')
+            conn.exec_driver_sql(f'drop role "{role}"')
+        assert in_view == len(read(backend, "customer_segments")) and oid_kept == oid_after
+    finally:
+        backend.dispose()
+
+
+def test_a_rerun_of_the_same_date_rewrites_only_the_history_that_changed(backend: Backend) -> None:
+    load_synthetic(backend, customers=300)
+    first = run_without_prefect(backend, n_clusters=4)
+    history_before = read(backend, "customer_segment_history", "customer_id")
+    assert set(history_before["run_id"]) == {first}
+
+    # same model, same data, same date: every segment is the same, so no history row is rewritten
+    run_without_prefect(backend, model_policy="reuse")
+
+    history_after = read(backend, "customer_segment_history", "customer_id")
+    pd.testing.assert_frame_equal(history_after, history_before)
