@@ -7,7 +7,9 @@ Errors a user can fix print one line and exit with status 1; configuration comes
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -102,6 +104,15 @@ def run(
     dry_run: DryRun = False,
     force: Force = False,
     compare_algorithms: CompareAlgorithms = False,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Split the aggregation into N customer partitions run in parallel on Dask (PostgreSQL; a "
+            "local cluster, or SEGMENTS_DASK_ADDRESS) [default: 1].",
+        ),
+    ] = None,
 ) -> None:
     """Run one segmentation against the configured database (SEGMENTS_DATABASE_URL) and write the
     HTML report (SEGMENTS_REPORT_PATH, default segments_report.html)."""
@@ -116,6 +127,7 @@ def run(
         "dry_run": dry_run,
         "force": force,
         "compare_algorithms": compare_algorithms,
+        "partitions": partitions,
     }
     summary = _run_flow(options)
     _print_summary(summary)
@@ -139,11 +151,47 @@ def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
 
     _prepare_prefect_environment()
     from flows.segment_customers import segment_customers
+    from tasks import progress
 
-    try:
-        return segment_customers(**options)
-    except SegmentsError as error:
-        raise _fail(error) from None
+    with _progress_display() as listener, progress.listening(listener):
+        try:
+            return segment_customers(**options)
+        except SegmentsError as error:
+            raise _fail(error) from None
+
+
+STEP_TITLES = {
+    "extract": "Extract: aggregate transactions in the database",
+    "model": "Model: fit or reuse, score every customer",
+    "write": "Write: segments, history, profiles in one transaction",
+    "report": "Report: charts and HTML",
+}
+
+
+@contextlib.contextmanager
+def _progress_display() -> Iterator[Callable[[str, str, str], None]]:
+    """A rich progress display of the run's steps: a spinner and the elapsed time while a step runs,
+    its rows and rows per second when it is done."""
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        SpinnerColumn(finished_text="[green]✓"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=False,
+    ) as display:
+
+        def listener(name: str, event: str, detail: str) -> None:
+            title = STEP_TITLES.get(name, name)
+            if event == "start":
+                tasks[name] = display.add_task(title, total=None)
+            elif name in tasks:
+                outcome = detail if event == "done" else f"[red]failed[/] {detail}"
+                display.update(tasks[name], description=f"{title}: {outcome}", total=1, completed=1)
+
+        yield listener
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -401,6 +449,38 @@ def load_csv(
         console.print(
             "Columns renamed: " + ", ".join(f"{old!r} -> {new}" for old, new in changed.items()), highlight=False
         )
+
+
+@app.command()
+def index(
+    create: Annotated[
+        bool, typer.Option("--create", help="Create it now (needs the source table's owner), then VACUUM ANALYZE.")
+    ] = False,
+) -> None:
+    """Print (or create) the covering index that lets PostgreSQL stream the extract's aggregation from
+    an index-only scan: about 3x faster at 10M rows here."""
+    from tasks.database import make_engine
+    from tasks.extract import covering_index_sql, create_covering_index
+    from tasks.settings import load_settings
+
+    try:
+        settings = load_settings()
+        if settings.dialect != "postgresql" or settings.attributes_only:
+            raise ConfigurationError("the covering index is for a PostgreSQL transactions source")
+        if create:
+            with console.status("Creating the index concurrently, then VACUUM ANALYZE (minutes on a large table)..."):
+                statement = create_covering_index(settings)
+            console.print(statement, highlight=False, markup=False, soft_wrap=True)
+            console.print("Created.", highlight=False)
+            return
+        engine = make_engine(settings.database_url.get_secret_value())
+        try:
+            statement = covering_index_sql(engine, settings)
+        finally:
+            engine.dispose()
+    except SegmentsError as error:
+        raise _fail(error) from None
+    console.print(statement, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -47,6 +47,7 @@ def segment_customers(
     dry_run: bool = False,
     force: bool = False,
     compare_algorithms: bool = False,
+    partitions: Annotated[int | None, Field(ge=1, le=64)] = None,
     source_table: TableName = None,
     customer_id_column: ColumnName = None,
     occurred_at_column: ColumnName = None,
@@ -63,7 +64,9 @@ def segment_customers(
     ``as_of`` today (UTC), K chosen automatically by the elbow within ``k_min``..``k_max`` (2..10),
     all history (no lookback), 200,000 customers to fit on. ``dry_run`` computes everything and
     writes nothing; ``force`` runs past the data gates (rejected-row share, customer drop);
-    ``compare_algorithms`` adds KMeans, Gaussian mixture, Ward and DBSCAN side by side to the report. The
+    ``compare_algorithms`` adds KMeans, Gaussian mixture, Ward and DBSCAN side by side to the report;
+    ``partitions`` above 1 splits the aggregation into customer partitions run in parallel on Dask
+    (a local cluster, or the one at ``SEGMENTS_DASK_ADDRESS``). The
     source and output names override the ``SEGMENTS_*`` mapping for this run.
     ``database_url_secret`` names a Prefect Secret block holding the database URL, so that a password
     never becomes a parameter shown in the UI.
@@ -88,6 +91,7 @@ def segment_customers(
         dry_run=dry_run or None,
         force=force or None,
         compare_algorithms=compare_algorithms or None,
+        partitions=partitions,
     )
     run_as_of = settings.as_of or default_as_of()
     run_id = str(uuid.uuid4())
@@ -100,7 +104,10 @@ def segment_customers(
         if not settings.dry_run:
             steps.record_run_start(settings, run_id, flow_run.get_id(), run_as_of, started_at)
         try:
-            extract = steps.extract_features(settings, run_as_of)
+            if settings.partitions > 1:
+                extract = steps.extract_on_dask(settings, run_as_of)
+            else:
+                extract = steps.extract_features(settings, run_as_of)
             steps.data_gates(settings, extract)
             stored = steps.load_stored_model(settings)
             outcome = steps.model_segments(extract, settings, run_id, started_at, stored)

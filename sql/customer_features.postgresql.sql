@@ -6,6 +6,7 @@
 --   as_of_ts         timestamptz, as_of 00:00 UTC (rows at or after it are not seen)
 --   window_start_ts  timestamptz, as_of - lookback_days (only when a lookback is set)
 --   customer_id      only when scoring one customer (`segments score`)
+--   partition, partitions  only for a partitioned extract: the customers whose id hashes to partition
 with source_rows as (
     {% filter indent(4) %}{% include "_source_rows.postgresql.sql" %}{% endfilter %}
 ),
@@ -19,6 +20,10 @@ window_rows as (
         and occurred_at < cast(:as_of_ts as timestamptz)
         {% if lookback %}
         and occurred_at >= cast(:window_start_ts as timestamptz)
+        {% endif %}
+        {% if partitioned %}
+        and (hashtext(cast(customer_id as text)) & 2147483647) % cast(:partitions as integer)
+            = cast(:partition as integer)
         {% endif %}
 ),
 

@@ -29,7 +29,9 @@ MISSING_LEVEL = "(missing)"
 RFM_FEATURES = frozenset({"recency_days", "frequency", "monetary", "avg_order_value", "tenure_days"})
 MODEL_FORMAT_VERSION = 1
 ELBOW_SAMPLE_SIZE = 50_000
-METRIC_SAMPLE_SIZE = 10_000
+#: Silhouette is O(n^2): 5,000 rows cost ~0.2 s (10,000 cost 0.7 s at 877k customers); its sampling
+#: error at 5,000 is about 0.005.
+METRIC_SAMPLE_SIZE = 5_000
 SILHOUETTE_SAMPLE_SIZE = 5_000
 #: scikit-learn computes pairwise distances (silhouette) in chunks of at most this many MB; its default,
 #: 1 GB, made a 10,000-row silhouette hold the whole 800 MB distance matrix at once.
@@ -395,7 +397,7 @@ def clustering_metrics(
     values: np.ndarray, labels: np.ndarray, centroids: np.ndarray, rng: np.random.Generator
 ) -> dict[str, float | None]:
     """Inertia (sum of squared distances to the assigned centroid, all rows) and, on a sample of at
-    most 10,000 rows, silhouette, Davies-Bouldin and Calinski-Harabasz (``None`` with one cluster)."""
+    most 5,000 rows, silhouette, Davies-Bouldin and Calinski-Harabasz (``None`` with one cluster)."""
     inertia = float(((values - centroids[labels]) ** 2).sum())
     rows = _sample_indices(len(values), METRIC_SAMPLE_SIZE, rng)
     sample, sample_labels = values[rows], labels[rows]

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks import insights
+from tasks import insights, progress
 from tasks.extract import ExtractResult
 from tasks.files import write_file_atomically
 from tasks.load import describe_outputs
@@ -200,7 +200,8 @@ def write_run_report(
 def publish_report(settings: SegmentSettings, extract: ExtractResult, outcome: ModelOutcome, run_id: str) -> str | None:
     logger = get_run_logger()
     started = time.perf_counter()
-    path, markdown = write_run_report(settings, extract, outcome, run_id)
+    with progress.step("report"):
+        path, markdown = write_run_report(settings, extract, outcome, run_id)
     create_markdown_artifact(
         key=REPORT_ARTIFACT_KEY, markdown=markdown, description=f"Segment report as of {extract.as_of.isoformat()}"
     )

@@ -137,7 +137,7 @@ def score_customers(features: pd.DataFrame) -> pd.DataFrame:
 def with_scores(features: pd.DataFrame) -> pd.DataFrame:
     """``features`` plus ``r_score``, ``f_score``, ``m_score`` (1-5) for customers with net purchases
     (empty scores, and empty transaction features, when segmenting on attributes alone)."""
-    scored = features.copy()
+    scored = features.copy(deep=False)  # copy-on-write: new columns here never reach ``features``
     for column in FEATURE_COLUMNS:
         if column not in scored:
             scored[column] = pd.Series(pd.NA, index=features.index, dtype="Float64")
@@ -146,7 +146,7 @@ def with_scores(features: pd.DataFrame) -> pd.DataFrame:
     if "frequency" not in features:
         return scored
     purchasers = features["frequency"] > 0
-    scores = score_customers(features.loc[purchasers])
+    scores = score_customers(features.loc[purchasers, ["recency_days", "frequency", "monetary"]])
     for column in ("r_score", "f_score", "m_score"):
         scored.loc[purchasers, column] = scores[column].to_numpy()
     return scored
@@ -267,7 +267,7 @@ def build_segments(
     cluster.loc[clustered] = labels
     segment_of_cluster = {index: int(segment) for index, segment in enumerate(segment_ids)}
     names = {int(segment): name for segment, name in zip(segment_ids, segment_names, strict=True)}
-    scored = scored.copy()
+    scored = scored.copy(deep=False)  # copy-on-write (pandas 3): the caller's frame stays as it was
     scored["segment_id"] = cluster.map(segment_of_cluster).fillna(NO_NET_PURCHASES_ID).astype("int64")
     scored["segment_name"] = scored["segment_id"].map(names | {NO_NET_PURCHASES_ID: NO_NET_PURCHASES_NAME})
     scored["as_of"] = as_of

@@ -110,6 +110,9 @@ class SegmentSettings(BaseSettings):
     force: bool = False
     report_path: str | None = DEFAULT_REPORT_PATH
     compare_algorithms: bool = False
+    # --- scale-out: the extract's aggregation in customer partitions on Dask ------------------------
+    partitions: int = Field(default=1, ge=1, le=64)
+    dask_address: str | None = None
 
     @field_validator(
         "amount_column",
@@ -118,6 +121,7 @@ class SegmentSettings(BaseSettings):
         "order_id_column",
         "customer_table",
         "report_path",
+        "dask_address",
         mode="before",
     )
     @classmethod
@@ -205,6 +209,11 @@ class SegmentSettings(BaseSettings):
             raise ValueError(
                 f"features: {', '.join(computed)} come from transactions, but SEGMENTS_SOURCE_TABLE is empty; "
                 "list customer-table columns in SEGMENTS_FEATURES (e.g. annual_income,spending_score)"
+            )
+        if self.partitions > 1 and (self.dialect != "postgresql" or not self.source_table):
+            raise ValueError(
+                "partitions: partitioned extracts need a PostgreSQL transactions source (they share one "
+                "snapshot); use 1 with SQLite or customer attributes alone"
             )
         if not self.source_table:
             return self  # attributes alone: the transaction column mapping is not used

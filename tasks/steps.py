@@ -8,20 +8,20 @@ errors that can pass (the database unreachable), never a missing table or column
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ParamSpec, TypeVar, cast
 
 import numpy as np
-from prefect import Task, get_run_logger, task
+import pandas as pd
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from pydantic import SecretStr
 
-from tasks import gates, load
+from tasks import gates, load, progress
 from tasks.attributes import extract_run_input
 from tasks.compare import compare_algorithms
 from tasks.database import is_transient
@@ -29,6 +29,7 @@ from tasks.errors import ConfigurationError
 from tasks.extract import ExtractResult
 from tasks.lifecycle import ModelDecision, StoredModel, decide_model_action, match_segments, psi_reference
 from tasks.model import ElbowCurve, SegmentModel, clustering_metrics, fit_segment_model
+from tasks.partitions import PartitionPlan, extract_in_partitions, extract_partition
 from tasks.segments import (
     NO_NET_PURCHASES_NAME,
     SegmentTable,
@@ -121,7 +122,7 @@ def segment_features(
     each cluster its stable segment id and name, and build the assignment and profile rows."""
     features = extract.features
     clustered = clusterable(features)
-    purchasers = features.loc[clustered]
+    purchasers = features if clustered.all() else features.loc[clustered]
     decision = decide_model_action(
         settings.model_policy,
         stored,
@@ -298,19 +299,74 @@ def record_run_start(
     timeout_seconds=3600,
 )
 def extract_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
-    logger = get_run_logger()
-    started = time.perf_counter()
-    result = extract_run_input(settings, as_of)
-    seconds = time.perf_counter() - started
-    counts = result.counts
-    logger.info(
-        "Aggregated %s rows into %s customers in %.2f s (%.0f rows/s); rejected %s: %s",
-        f"{counts.rows_scanned:,}",
+    with progress.step("extract") as current:
+        result = extract_run_input(settings, as_of)
+        counts = result.counts
+        current.finish(counts.rows_scanned, "rows")
+    get_run_logger().info(
+        "Aggregated %s into %s customers; rejected %s: %s",
+        current.detail,
         f"{len(result.features):,}",
-        seconds,
-        counts.rows_scanned / seconds if seconds else float("nan"),
         f"{counts.rows_rejected:,}",
         counts.rejected_by_reason,
+    )
+    return result
+
+
+@task(
+    name="extract-partition",
+    task_run_name="extract customer partition {partition}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    timeout_seconds=3600,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_if_transient,
+)
+def extract_partition_task(plan: PartitionPlan, partition: int) -> pd.DataFrame:
+    frame = extract_partition(plan, partition)
+    get_run_logger().info("Partition %s of %s: %s customers", partition, plan.partitions, f"{len(frame):,}")
+    return frame
+
+
+@flow(name="extract-partitions", flow_run_name="extract {plan.partitions} partitions", persist_result=False)
+def extract_partitions_flow(plan: PartitionPlan) -> list[pd.DataFrame]:
+    """Every partition's aggregation submitted to the flow's task runner (Dask) at once."""
+    futures = [extract_partition_task.submit(plan, partition) for partition in range(plan.partitions)]
+    return [future.result() for future in futures]
+
+
+def dask_task_runner(settings: SegmentSettings) -> Any:
+    """prefect-dask's runner: the cluster at ``SEGMENTS_DASK_ADDRESS``, or a local one whose threads
+    (one per partition) wait on the database in parallel; the work itself runs in PostgreSQL."""
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": 1,
+            "threads_per_worker": settings.partitions,
+            "processes": False,
+            "dashboard_address": None,
+        }
+    )
+
+
+def extract_on_dask(settings: SegmentSettings, as_of: date) -> ExtractResult:
+    """The extract with its aggregation split into ``settings.partitions`` customer partitions run on
+    Dask, in one snapshot (see :mod:`tasks.partitions`)."""
+    runner = dask_task_runner(settings)
+    with progress.step("extract") as current:
+        result = extract_in_partitions(
+            settings, as_of, lambda plan: extract_partitions_flow.with_options(task_runner=runner)(plan)
+        )
+        current.finish(result.counts.rows_scanned, "rows")
+    get_run_logger().info(
+        "Aggregated %s in %s partitions on Dask into %s customers",
+        current.detail,
+        settings.partitions,
+        f"{len(result.features):,}",
     )
     return result
 
@@ -326,8 +382,9 @@ def model_segments(
     extract: ExtractResult, settings: SegmentSettings, run_id: str, scored_at: datetime, stored: StoredModel | None
 ) -> ModelOutcome:
     logger = get_run_logger()
-    started = time.perf_counter()
-    outcome = segment_features(extract, settings, run_id=run_id, scored_at=scored_at, stored=stored)
+    with progress.step("model") as current:
+        outcome = segment_features(extract, settings, run_id=run_id, scored_at=scored_at, stored=stored)
+        current.finish(len(outcome.segments.assignments), "customers")
     logger.info(
         "Model %s: %s (%s) %s",
         outcome.model_version,
@@ -336,11 +393,10 @@ def model_segments(
         outcome.decision.figures or "",
     )
     logger.info(
-        "K=%s (%s); assigned %s customers in %.2f s; silhouette %s; segments kept %s, new %s, retired %s",
+        "K=%s (%s); scored %s; silhouette %s; segments kept %s, new %s, retired %s",
         outcome.n_clusters,
         outcome.k_reason,
-        f"{len(outcome.labels):,}",
-        time.perf_counter() - started,
+        current.detail,
         "n/a" if outcome.metrics["silhouette"] is None else f"{outcome.metrics['silhouette']:.3f}",
         outcome.segment_changes["kept"],
         outcome.segment_changes["new"],
@@ -351,26 +407,24 @@ def model_segments(
 
 @database_task(name="write-segments", task_run_name="write segments of run {run_id}", timeout_seconds=3600)
 def write_segments(settings: SegmentSettings, run_id: str, extract: ExtractResult, outcome: ModelOutcome) -> None:
-    started = time.perf_counter()
-    history_updated = load.write_run_outputs(
-        settings,
-        run_id=run_id,
-        segments=outcome.segments,
-        customer_id_is_integer=extract.customer_id_is_integer,
-        run_fields=run_record_fields(extract, outcome),
-        new_model=outcome.new_model,
-        allowed_names=outcome.allowed_names,
-    )
+    with progress.step("write") as current:
+        history_updated = load.write_run_outputs(
+            settings,
+            run_id=run_id,
+            segments=outcome.segments,
+            customer_id_is_integer=extract.customer_id_is_integer,
+            run_fields=run_record_fields(extract, outcome),
+            new_model=outcome.new_model,
+            allowed_names=outcome.allowed_names,
+        )
+        current.finish(len(outcome.segments.assignments), "rows")
     if not history_updated:
         get_run_logger().warning(
             "As-of %s is older than the latest change in customer_segment_history; history left as it was",
             extract.as_of,
         )
     get_run_logger().info(
-        "Wrote %s assignments and %s profiles in one transaction in %.2f s",
-        f"{len(outcome.segments.assignments):,}",
-        len(outcome.segments.profiles),
-        time.perf_counter() - started,
+        "Wrote %s of assignments and %s profiles in one transaction", current.detail, len(outcome.segments.profiles)
     )
 
 

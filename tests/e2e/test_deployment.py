@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -184,3 +185,63 @@ def test_the_nightly_deployment_runs_from_the_api_on_a_worker(
         stop(worker)
         worker_log.close()
         backend.dispose()
+
+
+def test_partitions_run_in_parallel_on_a_local_dask_cluster(
+    prefect_server: dict[str, str], postgres_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.extract import extract_customer_features
+    from tasks.settings import load_settings
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=300)
+    mapping = {
+        "SEGMENTS_DATABASE_URL": postgres_url,
+        "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
+        "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
+        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+        "SEGMENTS_REPORT_PATH": "",
+    }
+    result = subprocess.run(
+        [str(BIN / "segments"), "run", "--as-of", AS_OF.isoformat(), "--partitions", "2", "--n-clusters", "4"],
+        env=prefect_server | mapping | {"COLUMNS": "200"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    # what the two partitions wrote is what one query computes
+    with backend.engine().connect() as conn:
+        written = pd.read_sql(
+            sa.text(
+                "select customer_id, recency_days, frequency, monetary, avg_order_value, tenure_days "
+                f"from {pg_schema}.customer_segments order by customer_id"
+            ),
+            conn,
+        )
+    backend.dispose()
+    settings = load_settings(
+        database_url=postgres_url, source_table=f"{pg_schema}.transactions", order_id_column="order_id"
+    )
+    expected = extract_customer_features(settings, AS_OF).features.reset_index(drop=True)
+    assert written["customer_id"].tolist() == expected["customer_id"].tolist()
+    assert written["frequency"].tolist() == expected["frequency"].tolist()
+    assert written["monetary"].astype(float).round(6).tolist() == expected["monetary"].round(6).tolist()
+
+    # the server saw both partitions run as tasks of the extract-partitions subflow
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="extract customer partition"))
+        )
+    assert sorted(run.name for run in runs) == ["extract customer partition 0", "extract customer partition 1"]
+    assert all(run.state is not None and run.state.is_completed() for run in runs)

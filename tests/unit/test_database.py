@@ -65,7 +65,14 @@ def test_the_output_ddl_takes_its_types_from_the_dialect_map() -> None:
 
 FEATURE_TEMPLATE_NAMES = {
     name: QuotedIdentifier(name) for name in ("source_table", "customer_id", "occurred_at", "amount")
-} | {"quantity": None, "unit_price": None, "order_id": None, "lookback": False, "one_customer": False}
+} | {
+    "quantity": None,
+    "unit_price": None,
+    "order_id": None,
+    "lookback": False,
+    "one_customer": False,
+    "partitioned": False,
+}
 
 
 def test_scripts_split_into_statements_without_comments() -> None:

@@ -127,3 +127,10 @@ def test_attributes_alone_or_beside_rfm_are_valid() -> None:
     assert alone.attributes_only and alone.attribute_features == ("annual_income_k", "gender")
     together = load_settings(customer_table="crm.customers", features="recency_days,frequency,age")
     assert not together.attributes_only and together.attribute_features == ("age",)
+
+
+def test_partitions_need_a_postgresql_transactions_source() -> None:
+    with pytest.raises(ConfigurationError, match="SEGMENTS_PARTITIONS: partitioned extracts need a PostgreSQL"):
+        load_settings(partitions=2)  # the default database is SQLite
+    settings = load_settings(partitions=2, database_url="postgresql://segments@db/shop")
+    assert settings.partitions == 2

@@ -1,0 +1,83 @@
+"""The extract in customer partitions: disjoint, complete, one snapshot, equal to the one-query extract."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tasks.extract import extract_customer_features
+from tasks.partitions import PartitionPlan, extract_in_partitions, extract_partition
+from tasks.settings import load_settings
+from tests.conftest import Backend
+from tests.sql.test_load import AS_OF, load_synthetic
+
+
+@pytest.fixture
+def shop(postgres_url: str, pg_schema: str) -> Backend:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=400)
+    return backend
+
+
+def test_partitions_cover_every_customer_once_and_equal_one_query(shop: Backend) -> None:
+    settings = load_settings(**shop.settings(order_id_column="order_id", partitions=3))
+    seen: list[pd.DataFrame] = []
+
+    def one_after_another(plan: PartitionPlan) -> list[pd.DataFrame]:
+        frames = [extract_partition(plan, partition) for partition in range(plan.partitions)]
+        seen.extend(frames)
+        return frames
+
+    partitioned = extract_in_partitions(settings, AS_OF, one_after_another)
+    whole = extract_customer_features(settings, AS_OF)
+
+    assert len(seen) == 3 and all(len(frame) > 50 for frame in seen)
+    ids = pd.concat([frame["customer_id"] for frame in seen])
+    assert ids.is_unique  # disjoint
+    pd.testing.assert_frame_equal(partitioned.features, whole.features)  # complete, and the same values
+    assert partitioned.counts == whole.counts
+    shop.dispose()
+
+
+def test_partitions_and_counts_read_one_snapshot(shop: Backend) -> None:
+    settings = load_settings(**shop.settings(order_id_column="order_id", partitions=2))
+    before = extract_customer_features(settings, AS_OF)
+
+    def with_a_write_in_between(plan: PartitionPlan) -> list[pd.DataFrame]:
+        first = extract_partition(plan, 0)
+        with shop.engine().begin() as conn:  # committed while the extract runs: not in its snapshot
+            conn.execute(
+                sa.text(
+                    f"insert into {shop.table('transactions')} (customer_id, order_id, occurred_at, amount) "
+                    "select customer_id, 'late-' || order_id, occurred_at, amount from "
+                    f"{shop.table('transactions')} where customer_id is not null"
+                )
+            )
+        return [first, extract_partition(plan, 1)]
+
+    partitioned = extract_in_partitions(settings, AS_OF, with_a_write_in_between)
+
+    pd.testing.assert_frame_equal(partitioned.features, before.features)
+    assert partitioned.counts == before.counts
+    assert extract_customer_features(settings, AS_OF).counts.rows_scanned > before.counts.rows_scanned
+    shop.dispose()
+
+
+def test_the_one_query_extract_counts_beside_it_in_its_snapshot(shop: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.extract as extract
+
+    settings = load_settings(**shop.settings(order_id_column="order_id"))
+    before = extract_customer_features(settings, AS_OF)
+    original = extract.count_in_snapshot
+
+    def count_after_a_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with shop.engine().begin() as conn:  # committed before the second connection counts
+            conn.execute(sa.text(f"delete from {shop.table('transactions')} where customer_id is null"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "count_in_snapshot", count_after_a_write)
+    during = extract_customer_features(settings, AS_OF)
+
+    assert during.counts == before.counts and during.counts.rejected_by_reason["null_customer_id"] > 0
+    shop.dispose()
