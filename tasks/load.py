@@ -426,9 +426,14 @@ def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool
     latest = conn.execute(sa.select(sa.func.max(history.c.valid_from))).scalar_one()
     if latest is not None and str(latest) > as_of.isoformat():
         return False
-    if conn.dialect.name == "postgresql":
-        # statistics of the history may be a whole first run behind (autovacuum has not seen it yet)
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql:
+        # Statistics of the history may be a whole first run behind (autovacuum has not seen it yet).
+        # Every statement below compares all customers with all open rows: a nested loop is never the
+        # right plan, and with an empty history it was a disaster (the insert's anti-join rescanned
+        # the rows it had just inserted: minutes at 877k customers), so hash or merge only.
         conn.exec_driver_sql(f"analyze {tables.customer_segment_history}")
+        conn.exec_driver_sql("set local enable_nestloop = off")
     script = load_sql(
         "customer_segment_history",
         history=tables.customer_segment_history,
@@ -436,6 +441,8 @@ def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool
     )
     for statement in split_statements(script):
         conn.execute(sa.text(statement).bindparams(sa.bindparam("as_of", value=as_of, type_=sa.Date)))
+    if postgresql:
+        conn.exec_driver_sql("set local enable_nestloop = on")
     return True
 
 
