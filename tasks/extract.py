@@ -381,6 +381,9 @@ def count_in_snapshot(engine: Engine, snapshot: str, sql: str, params: dict[str,
         # must be the transaction's first statement
         conn.exec_driver_sql("SET TRANSACTION SNAPSHOT " + snapshot_literal(snapshot))
         conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+        # one core for the counts, the other for the aggregation: parallel workers here only made the
+        # two queries fight over two cores
+        conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
         counted = conn.execute(text(sql), params).mappings().one()
         conn.rollback()
     return {key: int(value) for key, value in counted.items()}
