@@ -174,6 +174,8 @@ def step_partitions(url: str) -> dict[str, float]:
 
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry writes to its SQLite
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     from prefect import flow
 
     from tasks.extract import extract_customer_features

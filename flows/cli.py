@@ -160,12 +160,7 @@ def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
             raise _fail(error) from None
 
 
-STEP_TITLES = {
-    "extract": "Extract: aggregate transactions in the database",
-    "model": "Model: fit or reuse, score every customer",
-    "write": "Write: segments, history, profiles in one transaction",
-    "report": "Report: charts and HTML",
-}
+STEP_TITLES = {"extract": "Extract", "model": "Model", "write": "Write", "report": "Report"}
 
 
 @contextlib.contextmanager
