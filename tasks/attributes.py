@@ -79,7 +79,7 @@ def read_customer_attributes(settings: SegmentSettings) -> tuple[pd.DataFrame, i
             result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(
                 sa.select(*source.c)
             )
-            for partition in result.partitions():
+            for partition in result.partitions(FETCH_CHUNK_ROWS):
                 chunks.append(pd.DataFrame(partition, columns=list(types)))
     finally:
         engine.dispose()

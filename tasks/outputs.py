@@ -155,7 +155,7 @@ def iter_current_segments(settings: SegmentSettings, chunk_rows: int = EXPORT_CH
             result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
                 sa.text(f"select * from {tables.customer_segments} order by customer_id")
             )
-            for rows in result.partitions():
+            for rows in result.partitions(chunk_rows):
                 yield pd.DataFrame(rows, columns=list(result.keys()))
     finally:
         engine.dispose()
