@@ -281,7 +281,7 @@ def write_run_outputs(
             if settings.dialect == "postgresql":
                 # the history's anti-joins and the output checks hash or sort every customer: in memory
                 # instead of in batches on disk (the server default of 4 MB is for many small queries)
-                conn.execute(sa.text(f"SET LOCAL work_mem = '{WRITE_WORK_MEM}'"))
+                conn.execute(sa.text("select set_config('work_mem', :size, true)"), {"size": WRITE_WORK_MEM})
             tables = ensure_run_tables(conn, settings)
             _ensure_customer_segments(
                 conn, settings, tables, customer_id_is_integer, _attribute_kinds(segments.assignments)
