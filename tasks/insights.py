@@ -76,11 +76,6 @@ def report_elbow(
     )
 
 
-def model_inputs(model: SegmentModel) -> list[str]:
-    """The columns of ``customer_segments`` the model reads."""
-    return list(model.input_columns)
-
-
 def report_data_from_outputs(settings: SegmentSettings, *, compare: bool = False) -> ReportData:
     """The latest successful run as the output tables hold it: its record, profiles, model, a sample of
     its customers, the transitions view, and the stored comparison (or a fresh one when ``compare``)."""
@@ -88,7 +83,7 @@ def report_data_from_outputs(settings: SegmentSettings, *, compare: bool = False
     if latest.stored_model is None:
         raise SegmentsError(f"model version {latest.record.get('model_version')} of the latest run is not stored")
     model = latest.stored_model.model
-    sample = read_segment_sample(settings, model_inputs(model), REPORT_SAMPLE_SIZE)
+    sample = read_segment_sample(settings, list(model.input_columns), REPORT_SAMPLE_SIZE)
     values = model.transform(sample) if len(sample) else np.empty((0, len(model.features)))
     elbow, source = report_elbow(latest.record.get("elbow"), values, settings.random_state)
     comparison = latest.record.get("algorithm_comparison")
