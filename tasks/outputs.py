@@ -46,6 +46,12 @@ def _connect(settings: SegmentSettings) -> tuple[sa.Engine, str]:
     return make_engine(url), url
 
 
+def _reflected(conn: Connection, tables: OutputTables, name: str) -> sa.Table:
+    """An output table or view with the columns it has in the database (``customer_segments`` gains a
+    column per customer attribute used), for Core statements: SQLAlchemy quotes every name."""
+    return sa.Table(name, sa.MetaData(), schema=tables.schema_name, autoload_with=conn)
+
+
 def _require_outputs(conn: Connection, tables: OutputTables, settings: SegmentSettings) -> None:
     inspector = sa.inspect(conn)
     for table in ("segment_runs", "segment_profiles", "customer_segments"):
@@ -81,10 +87,12 @@ def read_latest_run(settings: SegmentSettings) -> LatestRun:
                     "(or `segments demo`) first"
                 )
             record = {key: (_json(value) if key in _JSON_RUN else value) for key, value in row.items()}
+            profile_table = _reflected(conn, tables, "segment_profiles")
             profiles = pd.read_sql_query(
-                sa.text(f"select * from {tables.segment_profiles} where run_id = :run_id order by segment_id"),
+                sa.select(profile_table)
+                .where(profile_table.c.run_id == record["run_id"])
+                .order_by(profile_table.c.segment_id),
                 conn,
-                params={"run_id": record["run_id"]},
             )
             stored = _read_model(conn, tables, record.get("model_version"))
     finally:
@@ -131,7 +139,7 @@ def read_transitions(settings: SegmentSettings) -> pd.DataFrame | None:
             tables = output_tables(conn, settings)
             if not sa.inspect(conn).has_table("customer_segment_history", schema=tables.schema_name):
                 return None
-            frame = pd.read_sql_query(sa.text(f"select * from {tables.segment_transitions}"), conn)
+            frame = pd.read_sql_query(sa.select(_reflected(conn, tables, "segment_transitions")), conn)
     finally:
         engine.dispose()
     if frame.empty or frame["from_as_of"].isna().all():
@@ -152,8 +160,9 @@ def iter_current_segments(settings: SegmentSettings, chunk_rows: int = EXPORT_CH
                 conn.execution_options(isolation_level="REPEATABLE READ")
             tables = output_tables(conn, settings)
             _require_outputs(conn, tables, settings)
+            assignments = _reflected(conn, tables, "customer_segments")
             result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(
-                sa.text(f"select * from {tables.customer_segments} order by customer_id")
+                sa.select(assignments).order_by(assignments.c.customer_id)
             )
             for rows in result.partitions(chunk_rows):
                 yield pd.DataFrame(rows, columns=list(result.keys()))
