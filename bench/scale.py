@@ -116,12 +116,13 @@ def step_aggregation(url: str) -> dict[str, float]:
     import sqlalchemy as sa
 
     from tasks.database import make_engine
-    from tasks.extract import prepare_extract_session, query_parameters, render_feature_query
+    from tasks.extract import inspect_source, prepare_extract_session, query_parameters, render_feature_query
 
     settings = settings_for(url)
     engine = make_engine(url)
     try:
-        sql = render_feature_query(engine, settings)
+        source = inspect_source(engine, settings)
+        sql = render_feature_query(engine, settings, source)
         with engine.connect() as conn:
             prepare_extract_session(conn)  # the product's own session settings: same plan
             started = time.perf_counter()
@@ -130,7 +131,8 @@ def step_aggregation(url: str) -> dict[str, float]:
             # of the query's 8.9 s at 10M rows, an aggregation that was not the product's.)
             plan = (
                 conn.execute(
-                    sa.text(f"explain (analyze, timing off, summary on) {sql}"), query_parameters(settings, AS_OF)
+                    sa.text(f"explain (analyze, timing off, summary on) {sql}"),
+                    query_parameters(settings, AS_OF, source),
                 )
                 .scalars()
                 .all()

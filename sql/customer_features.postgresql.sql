@@ -3,10 +3,12 @@
 -- same snapshot. The caller runs this after `SET LOCAL TIME ZONE 'UTC'`, so timestamps without a time
 -- zone and dates are read as UTC. Identifiers are validated and quoted before rendering; values are
 -- bound parameters, named:
---   as_of_ts         timestamptz, as_of 00:00 UTC (rows at or after it are not seen)
---   window_start_ts  timestamptz, as_of - lookback_days (only when a lookback is set)
+--   as_of_ts         as_of 00:00 UTC (rows at or after it are not seen), of the time column's type
+--                    (timestamp: the UTC wall time; timestamptz otherwise)
+--   window_start_ts  as_of - lookback_days, same type (only when a lookback is set)
 --   customer_id      only when scoring one customer (`segments score`)
---   partition, partitions  only for a partitioned extract: the customers whose id hashes to partition
+--   lower_bound, upper_bound  only for a partitioned extract: the customer ids at or above the lower
+--                    and below the upper bound (each only when the partition has that bound)
 with source_rows as (
     {% filter indent(4) %}{% include "_source_rows.postgresql.sql" %}{% endfilter %}
 ),
@@ -17,13 +19,15 @@ window_rows as (
     where customer_id is not null
         and occurred_at is not null
         and amount is not null
-        and occurred_at < cast(:as_of_ts as timestamptz)
+        and occurred_at < cast(:as_of_ts as {{ time_type }})
         {% if lookback %}
-        and occurred_at >= cast(:window_start_ts as timestamptz)
+        and occurred_at >= cast(:window_start_ts as {{ time_type }})
         {% endif %}
-        {% if partitioned %}
-        and (hashtext(cast(customer_id as text)) & 2147483647) % cast(:partitions as integer)
-            = cast(:partition as integer)
+        {% if lower_bound %}
+        and customer_id >= :lower_bound
+        {% endif %}
+        {% if upper_bound %}
+        and customer_id < :upper_bound
         {% endif %}
 ),
 
@@ -56,8 +60,8 @@ select
     frequency,
     cast(monetary as double precision) as monetary,
     cast(case when frequency > 0 then monetary / frequency end as double precision) as avg_order_value,
-    cast(floor(extract(epoch from cast(:as_of_ts as timestamptz) - last_order_at) / 86400) as bigint)
+    cast(floor(extract(epoch from cast(:as_of_ts as {{ time_type }}) - last_order_at) / 86400) as bigint)
         as recency_days,
-    cast(floor(extract(epoch from cast(:as_of_ts as timestamptz) - first_order_at) / 86400) as bigint)
+    cast(floor(extract(epoch from cast(:as_of_ts as {{ time_type }}) - first_order_at) / 86400) as bigint)
         as tenure_days
 from customers

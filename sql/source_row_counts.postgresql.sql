@@ -10,11 +10,11 @@ classified_rows as (
         case
             when customer_id is null then 'null_customer_id'
             when occurred_at is null then 'null_occurred_at'
-            when occurred_at >= cast(:as_of_ts as timestamptz) then 'occurred_at_or_after_as_of'
+            when occurred_at >= cast(:as_of_ts as {{ time_type }}) then 'occurred_at_or_after_as_of'
             when amount is null then 'non_numeric_amount'
         end as rejected_reason,
         {% if lookback %}
-        coalesce(occurred_at < cast(:window_start_ts as timestamptz), false) as before_window
+        coalesce(occurred_at < cast(:window_start_ts as {{ time_type }}), false) as before_window
         {% else %}
         false as before_window
         {% endif %}

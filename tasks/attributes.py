@@ -9,7 +9,8 @@ of its own. The table is read once per run, only the id and the chosen columns.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -21,6 +22,9 @@ from tasks.database import connection_errors, make_engine
 from tasks.errors import EmptySourceError, SourceError
 from tasks.extract import REJECTION_REASONS, ExtractResult, RowCounts
 from tasks.settings import SegmentSettings, env_var, split_table_name
+
+if TYPE_CHECKING:
+    from tasks.partitions import PartitionPlan
 
 FETCH_CHUNK_ROWS = 100_000
 
@@ -153,12 +157,20 @@ def check_customer_table(settings: SegmentSettings) -> None:
         engine.dispose()
 
 
-def extract_run_input(settings: SegmentSettings, as_of: Any) -> ExtractResult:
+def extract_run_input(
+    settings: SegmentSettings, as_of: Any, run_partitions: Callable[[PartitionPlan], list[pd.DataFrame]] | None = None
+) -> ExtractResult:
     """The run's input: transaction features, with customer attributes joined when features name
-    customer-table columns, or the customer table alone when there is no source table."""
+    customer-table columns, or the customer table alone when there is no source table. With
+    ``settings.partitions`` above 1 the aggregation runs in customer partitions, by ``run_partitions``
+    (Dask in the flow) or on threads of this process."""
     from tasks.extract import extract_customer_features
+    from tasks.partitions import extract_in_partitions, partitions_in_threads
 
     if settings.attributes_only:
         return extract_attributes_only(settings, as_of)
-    extract = extract_customer_features(settings, as_of)
+    if settings.partitions > 1:
+        extract = extract_in_partitions(settings, as_of, run_partitions or partitions_in_threads)
+    else:
+        extract = extract_customer_features(settings, as_of)
     return join_attributes(extract, settings) if settings.attribute_features else extract

@@ -2,14 +2,22 @@
 
 A coordinator transaction on PostgreSQL exports its snapshot and stays open; each partition opens its
 own connection, adopts that snapshot (``SET TRANSACTION SNAPSHOT``) and aggregates the customers whose
-id hashes to it, so the partitions and the row counts describe exactly the same rows, wherever the
-partitions run (Dask workers on other machines reach the same database). Partitions are disjoint and
-cover every customer: concatenated, they equal the one-query extract.
+id lies in its range, so the partitions and the row counts describe exactly the same rows, wherever
+the partitions run (Dask workers on other machines reach the same database; in the plain pipeline,
+threads of the job). Partitions are disjoint and cover every customer: concatenated, they equal the
+one-query extract.
+
+Partitions are ranges of the customer id, cut at quantiles of a sample of the source (about 200,000
+rows, read with ``TABLESAMPLE SYSTEM``; a view or a small table is read whole). With the covering
+index each partition reads only its own part of the index: two partitions on two free cores take
+about half the time of one query. (Partitions by a hash of the id each read the whole index, and two
+of them were slower than one query.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -18,10 +26,11 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import text
 
-from tasks.database import connection_errors, make_engine
+from tasks.database import connection_errors, load_sql, make_engine, quote_identifier, quote_table
 from tasks.errors import ConfigurationError, EmptySourceError
 from tasks.extract import (
     ExtractResult,
+    SourceColumns,
     count_in_snapshot,
     fetch_with_copy,
     inspect_source,
@@ -30,6 +39,7 @@ from tasks.extract import (
     render_count_query,
     render_feature_query,
     row_counts,
+    set_extract_options,
     snapshot_literal,
     typed_features,
 )
@@ -43,27 +53,76 @@ class PartitionPlan:
     settings: SegmentSettings
     as_of: date
     snapshot: str
-    partitions: int
+    source: SourceColumns
+    # the customer ids where one partition ends and the next begins, ascending; partitions = bounds + 1
+    bounds: tuple[Any, ...]
+
+    @property
+    def partitions(self) -> int:
+        return len(self.bounds) + 1
 
 
 def extract_partition(plan: PartitionPlan, partition: int) -> pd.DataFrame:
     """The raw feature rows of the customers in ``partition`` (0-based), read in the plan's snapshot."""
+    if not 0 <= partition < plan.partitions:
+        raise ValueError(f"partition {partition} of {plan.partitions}")
     settings = plan.settings
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
+    lower = plan.bounds[partition - 1] if partition > 0 else None
+    upper = plan.bounds[partition] if partition < len(plan.bounds) else None
     try:
-        sql = render_feature_query(engine, settings, partitioned=True)
-        params = query_parameters(settings, plan.as_of) | {"partition": partition, "partitions": plan.partitions}
+        sql = render_feature_query(
+            engine, settings, plan.source, lower_bound=lower is not None, upper_bound=upper is not None
+        )
+        params = query_parameters(settings, plan.as_of, plan.source)
+        params |= {key: value for key, value in (("lower_bound", lower), ("upper_bound", upper)) if value is not None}
         with connection_errors(url), engine.connect() as conn:
             conn.execution_options(isolation_level="REPEATABLE READ")
             conn.exec_driver_sql("SET TRANSACTION SNAPSHOT " + snapshot_literal(plan.snapshot))
-            conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
-            conn.execute(text("SET LOCAL random_page_cost = 1.1"))
+            set_extract_options(conn)
             frame = fetch_with_copy(conn, sql, params)
             conn.rollback()
         return frame
     finally:
         engine.dispose()
+
+
+SAMPLE_ROWS = 200_000
+
+
+def partition_bounds(settings: SegmentSettings, partitions: int) -> tuple[Any, ...]:
+    """Customer ids that cut the source into ``partitions`` ranges of about equal rows: quantiles of a
+    ``TABLESAMPLE SYSTEM`` sample of about :data:`SAMPLE_ROWS` rows of a large table, of every row
+    of a small table or a view. Equal bounds (an id with many rows) collapse into one, so a
+    partition is never empty by construction; fewer partitions may come back than asked for."""
+    if partitions < 2:
+        return ()
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        source_table = quote_table(engine, settings.source_table)
+        with connection_errors(url), engine.connect() as conn:
+            kind, estimated_rows = conn.execute(
+                text("select relkind, reltuples from pg_class where oid = cast(:table as regclass)"),
+                {"table": str(source_table)},
+            ).one()
+            sample_percent = 100.0
+            if kind in ("r", "m") and estimated_rows > SAMPLE_ROWS:
+                sample_percent = max(0.01, 100.0 * SAMPLE_ROWS / estimated_rows)
+            sql = load_sql(
+                "partition_bounds",
+                source_table=source_table,
+                customer_id=quote_identifier(engine, settings.customer_id_column, "column"),
+                sample=sample_percent < 100.0,
+            )
+            fractions = [index / partitions for index in range(1, partitions)]
+            params = {"fractions": fractions, "sample_percent": sample_percent}
+            cuts = conn.execute(text(sql), params).scalar_one()
+            conn.rollback()
+    finally:
+        engine.dispose()
+    return tuple(sorted({cut for cut in cuts or () if cut is not None}))
 
 
 @contextmanager
@@ -95,16 +154,20 @@ def extract_in_partitions(
     engine = make_engine(settings.database_url.get_secret_value())
     try:
         source = inspect_source(engine, settings)
-        count_sql = render_count_query(engine, settings)
+        count_sql = render_count_query(engine, settings, source)
     finally:
         engine.dispose()
-    params: dict[str, Any] = query_parameters(settings, as_of)
+    params: dict[str, Any] = query_parameters(settings, as_of, source)
+    bounds = partition_bounds(settings, settings.partitions)
     with shared_snapshot(settings) as snapshot:
-        plan = PartitionPlan(settings=settings, as_of=as_of, snapshot=snapshot, partitions=settings.partitions)
-        frames = run_partitions(plan)
+        plan = PartitionPlan(settings=settings, as_of=as_of, snapshot=snapshot, source=source, bounds=bounds)
         engine = make_engine(settings.database_url.get_secret_value())
         try:
-            totals = count_in_snapshot(engine, snapshot, count_sql, params)
+            # the counts run beside the partitions, in the same snapshot
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                counting = pool.submit(count_in_snapshot, engine, snapshot, count_sql, params)
+                frames = run_partitions(plan)
+                totals = counting.result()
         finally:
             engine.dispose()
     counts = row_counts(totals)
@@ -116,3 +179,10 @@ def extract_in_partitions(
     if features.empty:
         raise EmptySourceError(f"no usable rows before as-of {as_of.isoformat()} in {settings.source_table!r}")
     return ExtractResult(features=features, counts=counts, as_of=as_of, customer_id_is_integer=customer_id_is_integer)
+
+
+def partitions_in_threads(plan: PartitionPlan) -> list[pd.DataFrame]:
+    """Run every partition at once, each on a thread of this process with its own connection (the
+    plain pipeline's runner; the flow runs them on Dask). The work is in PostgreSQL: threads wait."""
+    with ThreadPoolExecutor(max_workers=plan.partitions, thread_name_prefix="extract-partition") as pool:
+        return list(pool.map(lambda partition: extract_partition(plan, partition), range(plan.partitions)))

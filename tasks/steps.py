@@ -29,7 +29,7 @@ from tasks.errors import ConfigurationError
 from tasks.extract import ExtractResult
 from tasks.lifecycle import ModelDecision, StoredModel, decide_model_action, match_segments, psi_reference
 from tasks.model import ElbowCurve, SegmentModel, clustering_metrics, fit_segment_model
-from tasks.partitions import PartitionPlan, extract_in_partitions, extract_partition
+from tasks.partitions import PartitionPlan, extract_partition
 from tasks.segments import (
     NO_NET_PURCHASES_NAME,
     SegmentTable,
@@ -358,7 +358,7 @@ def extract_on_dask(settings: SegmentSettings, as_of: date) -> ExtractResult:
     Dask, in one snapshot (see :mod:`tasks.partitions`)."""
     runner = dask_task_runner(settings)
     with progress.step("extract") as current:
-        result = extract_in_partitions(
+        result = extract_run_input(
             settings, as_of, lambda plan: extract_partitions_flow.with_options(task_runner=runner)(plan)
         )
         current.finish(result.counts.rows_scanned, "rows")

@@ -131,19 +131,23 @@ def test_amount_can_be_quantity_times_unit_price(backend: Backend) -> None:
     assert result.features["customer_id"].dtype == "int64"
 
 
-@pytest.mark.parametrize("time_type", ["timestamptz", "date"])
+POSTGRES_TIME_TYPES = {"timestamp": sa.DateTime(), "timestamptz": sa.DateTime(timezone=True), "date": sa.Date()}
+
+
+@pytest.mark.parametrize("time_type", list(POSTGRES_TIME_TYPES))
 def test_postgres_time_types_are_read_as_utc(postgres_url: str, pg_schema: str, time_type: str) -> None:
-    column_type = sa.DateTime(timezone=True) if time_type == "timestamptz" else sa.Date()
+    column_type = POSTGRES_TIME_TYPES[time_type]
     engine = sa.create_engine(postgres_url)
     rows = [
         ("A", "o1", datetime(2024, 2, 27, 23, 30), Decimal("10")),  # 23:30 UTC, already Feb 28 in Tokyo
         ("A", "o2", datetime(2024, 2, 29, 23, 59, 59), Decimal("5")),
+        ("A", "o3", datetime(2024, 3, 1), Decimal("100")),  # at the as-of instant: not seen
     ]
     if time_type == "timestamptz":
         from datetime import UTC
 
         rows = [(c, o, t.replace(tzinfo=UTC), a) for c, o, t, a in rows]
-    else:
+    elif time_type == "date":
         rows = [(c, o, t.date(), a) for c, o, t, a in rows]  # type: ignore[misc]
     create_transactions_table(engine, rows=rows, schema=pg_schema, time_type=column_type)
     engine.dispose()
@@ -153,10 +157,39 @@ def test_postgres_time_types_are_read_as_utc(postgres_url: str, pg_schema: str, 
 
     result = run_extract(backend, order_id_column="order_id")
 
-    # timestamptz: last order Feb 29 23:59:59 UTC -> 0 whole days to Mar 1; first Feb 27 23:30 -> 2
+    # timestamp(tz): last order Feb 29 23:59:59 UTC -> 0 whole days to Mar 1; first Feb 27 23:30 -> 2
     # date: Feb 29 -> 1 day; Feb 27 -> 3 days
-    expected = (0, 2, 15.0, 7.5, 2) if time_type == "timestamptz" else (1, 2, 15.0, 7.5, 3)
+    expected = (1, 2, 15.0, 7.5, 3) if time_type == "date" else (0, 2, 15.0, 7.5, 2)
     assert_features_equal(features_by_customer(result.features), {"A": expected})
+    assert result.counts.rejected_by_reason["occurred_at_or_after_as_of"] == 1
+
+
+@pytest.mark.parametrize("time_type", list(POSTGRES_TIME_TYPES))
+def test_postgres_compares_a_timestamp_column_without_casting_every_row(
+    postgres_url: str, pg_schema: str, time_type: str
+) -> None:
+    from tasks.database import make_engine
+    from tasks.extract import inspect_source, prepare_extract_session, query_parameters, render_feature_query
+
+    engine = make_engine(postgres_url)
+    rows = [("A", "o1", datetime(2024, 2, 27, 23, 30), Decimal("10"))]
+    create_transactions_table(engine, rows=rows, schema=pg_schema, time_type=POSTGRES_TIME_TYPES[time_type])
+    settings = load_settings(**Backend("postgresql", postgres_url, pg_schema).settings(order_id_column="order_id"))
+    source = inspect_source(engine, settings)
+    sql = render_feature_query(engine, settings, source)
+    with engine.connect() as conn:
+        prepare_extract_session(conn)
+        plan = "\n".join(
+            conn.execute(sa.text(f"explain (verbose) {sql}"), query_parameters(settings, AS_OF, source)).scalars()
+        )
+    engine.dispose()
+
+    # the row filter on the time column, as the plan shows it
+    time_filter = next(line for line in plan.splitlines() if "occurred_at" in line and "Filter" in line)
+    if time_type == "date":  # a date must become a UTC midnight: one cast per row
+        assert "occurred_at)::timestamp with time zone" in time_filter
+    else:  # the bound takes the column's type; the column is compared as it is
+        assert "occurred_at)::timestamp" not in time_filter, time_filter
 
 
 def test_sqlite_text_times_with_offsets_and_non_numeric_amounts(tmp_path) -> None:

@@ -81,3 +81,73 @@ def test_the_one_query_extract_counts_beside_it_in_its_snapshot(shop: Backend, m
 
     assert during.counts == before.counts and during.counts.rejected_by_reason["null_customer_id"] > 0
     shop.dispose()
+
+
+def test_partitions_are_ranges_of_the_customer_id_cut_from_a_sample(
+    shop: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.partitions as partitions
+
+    with shop.engine().connect() as conn:  # statistics, so the table's size is known
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"analyze {shop.table('transactions')}")
+    monkeypatch.setattr(partitions, "SAMPLE_ROWS", 500)  # a sample of the 400-customer shop's rows
+    settings = load_settings(**shop.settings(order_id_column="order_id", partitions=3))
+    seen: list[pd.DataFrame] = []
+    bounds: list[tuple] = []
+
+    def one_after_another(plan: PartitionPlan) -> list[pd.DataFrame]:
+        bounds.append(plan.bounds)
+        frames = [extract_partition(plan, partition) for partition in range(plan.partitions)]
+        seen.extend(frames)
+        return frames
+
+    partitioned = extract_in_partitions(settings, AS_OF, one_after_another)
+    whole = extract_customer_features(settings, AS_OF)
+
+    (cuts,) = bounds
+    assert len(cuts) == 2 and cuts[0] < cuts[1]
+    # each partition holds exactly the ids of its range: below the first cut, between, at or above the last
+    assert (seen[0]["customer_id"] < cuts[0]).all()
+    assert ((seen[1]["customer_id"] >= cuts[0]) & (seen[1]["customer_id"] < cuts[1])).all()
+    assert (seen[2]["customer_id"] >= cuts[1]).all()
+    assert all(len(frame) > 40 for frame in seen)  # a sample's quantiles: roughly balanced
+    pd.testing.assert_frame_equal(partitioned.features, whole.features)
+    assert partitioned.counts == whole.counts
+    shop.dispose()
+
+
+def test_the_plain_pipeline_runs_partitions_on_threads_over_a_view(shop: Backend) -> None:
+    from tasks.attributes import extract_run_input
+
+    with shop.engine().begin() as conn:  # a view cannot be block-sampled: its ids are read whole
+        conn.exec_driver_sql(
+            f"create view {shop.table('transactions_view')} as select * from {shop.table('transactions')}"
+        )
+    overrides = {"order_id_column": "order_id", "source_table": f"{shop.schema}.transactions_view"}
+    partitioned = extract_run_input(load_settings(**shop.settings(partitions=2, **overrides)), AS_OF)
+    whole = extract_run_input(load_settings(**shop.settings(**overrides)), AS_OF)
+
+    pd.testing.assert_frame_equal(partitioned.features, whole.features)
+    assert partitioned.counts == whole.counts
+    shop.dispose()
+
+
+def test_an_id_holding_most_rows_collapses_the_cuts_and_still_covers_everyone(shop: Backend) -> None:
+    from tasks.partitions import partition_bounds
+
+    with shop.engine().begin() as conn:
+        conn.exec_driver_sql(
+            f"insert into {shop.table('transactions')} (customer_id, order_id, occurred_at, amount) "
+            "select 'C-whale', 'w' || n, timestamp '2024-01-01', 1 from generate_series(1, 20000) as n"
+        )
+    settings = load_settings(**shop.settings(order_id_column="order_id", partitions=4))
+
+    cuts = partition_bounds(settings, 4)
+    partitioned = extract_in_partitions(
+        settings, AS_OF, lambda plan: [extract_partition(plan, partition) for partition in range(plan.partitions)]
+    )
+
+    assert len(cuts) < 3 and "C-whale" in cuts  # equal quantiles merged into one cut
+    assert "C-whale" in set(partitioned.features["customer_id"])
+    pd.testing.assert_frame_equal(partitioned.features, extract_customer_features(settings, AS_OF).features)
+    shop.dispose()
