@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -356,7 +357,16 @@ def _swap_in_assignments(
     following = quote_table(conn, _NEXT_ASSIGNMENTS, schema)
     conn.exec_driver_sql(f"drop table if exists {following}")
     conn.exec_driver_sql(f"create table {following} (like {current} including defaults including constraints)")
-    _insert_assignments(conn, settings, tables, assignments, into=_NEXT_ASSIGNMENTS)
+    constants = _run_constants(assignments)
+    if constants:
+        for name, value in constants.items():
+            conn.execute(
+                sa.text("select set_config(:name, :value, true)"), {"name": f"segments.{name}", "value": value}
+            )
+        conn.execute(sa.text(load_sql("constant_column_defaults", table=following)))
+    _insert_assignments(conn, settings, tables, assignments, into=_NEXT_ASSIGNMENTS, skip=set(constants))
+    if constants:
+        conn.execute(sa.text(load_sql("drop_constant_column_defaults", table=following)))
     grants = conn.execute(
         sa.text(
             "select coalesce(grantee_role.rolname, 'public') as grantee, privilege.privilege_type "
@@ -379,6 +389,24 @@ def _swap_in_assignments(
     # A table created in this transaction has no statistics yet: without them the history update
     # below probed the key 877k times in a nested loop (3 s) instead of hashing (ANALYZE: ~0.2 s).
     conn.exec_driver_sql(f"analyze {current}")
+
+
+_RUN_CONSTANT_COLUMNS = ("as_of", "run_id", "model_version", "scored_at")
+
+
+def _run_constants(assignments: pd.DataFrame) -> dict[str, str]:
+    """The run's one-value columns as text for ``set_config`` (see constant_column_defaults.sql), or
+    nothing when any of them varies or is missing (then COPY sends them like any other column)."""
+    constants: dict[str, str] = {}
+    if assignments.empty or not set(_RUN_CONSTANT_COLUMNS) <= set(assignments.columns):
+        return constants
+    for name in _RUN_CONSTANT_COLUMNS:
+        column = assignments[name]
+        first = column.iloc[0]
+        if first is None or pd.isna(first) or not bool((column == first).all()):
+            return {}
+        constants[name] = first.isoformat() if hasattr(first, "isoformat") else str(first)
+    return constants
 
 
 def _output_figures(conn: Connection, tables: OutputTables, run_id: str) -> OutputFigures:
@@ -588,11 +616,13 @@ def _insert_assignments(
     tables: OutputTables,
     assignments: pd.DataFrame,
     into: str = "customer_segments",
+    skip: Collection[str] = (),
 ) -> None:
-    """Write the assignment rows into ``into`` (``customer_segments``, or the table about to replace it)."""
+    """Write the assignment rows into ``into`` (``customer_segments``, or the table about to replace
+    it); the ``skip`` columns are left to the table's defaults (PostgreSQL)."""
     if assignments.empty:
         return
-    columns = list(assignments.columns)  # the fixed columns, then any customer attributes
+    columns = [column for column in assignments.columns if column not in skip]  # fixed columns, then attributes
     if settings.dialect == "postgresql":
         copy_rows_into(conn, tables.schema_name, into, columns, assignments)
         return

@@ -134,7 +134,14 @@ def job_blocked_in_its_write(
     before = snapshot(shop)
     lock = hold_previous_run(shop, first)
     job = start_job(shop, tmp_path)
-    return before, lock, job, wait_until_blocked(shop, job)
+    try:
+        return before, lock, job, wait_until_blocked(shop, job)
+    except BaseException:
+        # release the row lock, or the schema's teardown (DROP SCHEMA) would wait on it forever
+        lock.close()
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        raise
 
 
 def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tmp_path: Path) -> None:

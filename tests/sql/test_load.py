@@ -213,6 +213,31 @@ def test_the_swapped_in_table_keeps_its_grants_key_and_a_users_view(postgres_url
         backend.dispose()
 
 
+def test_the_swap_fills_the_run_columns_from_defaults_and_leaves_none_behind(postgres_url: str, pg_schema: str) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=200)
+    first = run_without_prefect(backend)
+
+    run_id = run_without_prefect(backend, model_policy="refit", as_of=date(2024, 3, 2))  # swapped in
+
+    rows = read(backend, "customer_segments")
+    record = read(backend, "segment_runs").set_index("run_id").loc[run_id]
+    assert first != run_id and (rows["run_id"] == run_id).all()
+    assert (rows["as_of"] == date(2024, 3, 2)).all()
+    assert (rows["model_version"] == str(record["model_version"])).all()
+    assert rows["scored_at"].nunique() == 1 and rows["scored_at"].iloc[0] == record["started_at"]
+    with backend.engine().connect() as conn:
+        defaults = conn.execute(
+            sa.text(
+                "select count(*) from information_schema.columns "
+                "where table_schema = :s and table_name = 'customer_segments' and column_default is not null"
+            ),
+            {"s": pg_schema},
+        ).scalar_one()
+    assert defaults == 0  # the run's values are in the rows, not left as the table's defaults
+    backend.dispose()
+
+
 def test_a_rerun_of_the_same_date_rewrites_only_the_history_that_changed(backend: Backend) -> None:
     load_synthetic(backend, customers=300)
     first = run_without_prefect(backend, n_clusters=4)

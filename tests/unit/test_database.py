@@ -71,7 +71,10 @@ FEATURE_TEMPLATE_NAMES = {
     "order_id": None,
     "lookback": False,
     "one_customer": False,
-    "partitioned": False,
+    "lower_bound": False,
+    "upper_bound": False,
+    "time_type": SqlKeyword("timestamptz"),
+    "cast_occurred_at": True,
 }
 
 
