@@ -15,6 +15,7 @@ from tasks import report, steps
 from tasks.extract import default_as_of
 from tasks.load import describe_outputs
 from tasks.locking import run_lock
+from tasks.memory import return_freed_memory
 from tasks.settings import IDENTIFIER_PATTERN, load_settings
 
 FLOW_NAME = "segment-customers"
@@ -97,6 +98,7 @@ def segment_customers(
     run_id = str(uuid.uuid4())
     started_at = datetime.now(UTC)
     logger = get_run_logger()
+    return_freed_memory()
     logger.info("Segmenting %s as of %s (run %s)", settings.masked_database_url(), run_as_of, run_id)
 
     # One run at a time per output; a dry run writes nothing and needs no lock.

@@ -15,6 +15,7 @@ from tasks import load, steps
 from tasks.attributes import extract_run_input
 from tasks.extract import ExtractResult, default_as_of
 from tasks.locking import run_lock
+from tasks.memory import return_freed_memory
 from tasks.settings import SegmentSettings
 
 
@@ -28,6 +29,7 @@ class PipelineRun:
 
 def run_pipeline(settings: SegmentSettings, as_of: date | None = None) -> PipelineRun:
     """Record, extract, decide/fit, and write one run; a failure is recorded on the run and re-raised."""
+    return_freed_memory()
     with contextlib.nullcontext() if settings.dry_run else run_lock(settings):
         return _run(settings, as_of)
 

@@ -126,3 +126,7 @@ def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segmen
     assert profiles.loc[1, "mean_monetary"] == pytest.approx((900 + 800 + 950) / 3)
     assert pd.isna(profiles.loc[0, "centroid"]) and isinstance(profiles.loc[1, "centroid"], str)
     assert profiles["description"].str.len().min() > 10
+    # names and the run's one-value columns are stored once per distinct value, not once per customer
+    for column in ("segment_name", "run_id", "model_version"):
+        assert isinstance(table.assignments[column].dtype, pd.CategoricalDtype), column
+    assert list(table.assignments["run_id"].cat.categories) == ["r1"]
