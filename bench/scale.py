@@ -14,9 +14,12 @@ product features are compared: counts exact, money to the cent. Run:
 
 The data stays in schema ``bench_scale`` between runs of the same size (``--fresh`` reloads it).
 ``--index`` creates the covering index of ``segments index`` first (without it, it is dropped), so
-both plans can be measured on the same data. The product runs twice in its process: a first run into
-empty output tables (every customer enters the history), then the next night's run (as-of one day
-later, a refit; only customers who moved are written to the history); both are reported.
+both plans can be measured on the same data. The product runs twice, each run in a process of its
+own as the nightly job runs: a first run into empty output tables (every customer enters the
+history), then the next night's run (as-of one day later, a refit; only customers who moved are
+written to the history); both are reported. ``--partitions`` also runs both with the aggregation in
+2 customer-id ranges on threads (``SEGMENTS_PARTITIONS=2``), and times the extract alone in 2
+partitions on a local Dask cluster (prefect-dask), against one query.
 """
 
 from __future__ import annotations
@@ -148,23 +151,25 @@ OUTPUTS = ("segment_transitions", "customer_segment_history", "customer_segments
 OUTPUTS_AFTER_VIEW = ("segment_models", "segment_runs")
 
 
-def step_product(url: str) -> dict[str, float]:
+def step_product(url: str, which: str, partitions: int) -> dict[str, float]:
+    """One run of the product's pipeline in this process, as the nightly job runs: ``first`` into empty
+    output tables (every customer enters the history), ``next`` the following night (as-of one day
+    later, a refit; only customers who moved are written to the history)."""
     from tasks.database import make_engine
     from tasks.pipeline import run_pipeline
 
-    engine = make_engine(url)
-    with engine.begin() as conn:  # a first run: no output table yet
-        conn.exec_driver_sql(f"drop view if exists {SCHEMA}.segment_transitions")
-        for table in (*OUTPUTS[1:], *OUTPUTS_AFTER_VIEW):
-            conn.exec_driver_sql(f"drop table if exists {SCHEMA}.{table} cascade")
-    engine.dispose()
-    figures: dict[str, float] = {}
-    for prefix, as_of in (("", AS_OF), ("next_", NEXT_AS_OF)):
-        started = time.perf_counter()
-        run = run_pipeline(settings_for(url), as_of)
-        figures[f"{prefix}seconds"] = time.perf_counter() - started
-        figures |= {f"{prefix}{name}_seconds": value for name, value in run.seconds.items()}
-        figures[f"{prefix}customers"] = float(len(run.outcome.segments.assignments))
+    if which == "first":
+        engine = make_engine(url)
+        with engine.begin() as conn:  # a first run: no output table yet
+            conn.exec_driver_sql(f"drop view if exists {SCHEMA}.segment_transitions")
+            for table in (*OUTPUTS[1:], *OUTPUTS_AFTER_VIEW):
+                conn.exec_driver_sql(f"drop table if exists {SCHEMA}.{table} cascade")
+        engine.dispose()
+    started = time.perf_counter()
+    run = run_pipeline(settings_for(url, partitions=partitions), AS_OF if which == "first" else NEXT_AS_OF)
+    figures = {"seconds": time.perf_counter() - started}
+    figures |= {f"{name}_seconds": value for name, value in run.seconds.items()}
+    figures["customers"] = float(len(run.outcome.segments.assignments))
     return figures
 
 
@@ -299,17 +304,21 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="regenerate the data even if it is there")
     parser.add_argument("--index", action="store_true", help="create the covering index (`segments index`) first")
     parser.add_argument(
-        "--partitions", action="store_true", help="also time the extract in 2 partitions on a local Dask cluster"
+        "--partitions",
+        action="store_true",
+        help="also run the product with 2 customer partitions, and the extract alone on a local Dask cluster",
     )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--features-csv", help=argparse.SUPPRESS)
+    parser.add_argument("--which", help=argparse.SUPPRESS)
+    parser.add_argument("--product-partitions", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.step:  # inside a child process
         figures = {
             "load": lambda: step_load(args.url, args.rows, args.fresh, args.index),
             "aggregation": lambda: step_aggregation(args.url),
-            "product": lambda: step_product(args.url),
+            "product": lambda: step_product(args.url, args.which, args.product_partitions),
             "naive": lambda: step_naive(args.url, args.features_csv),
             "partitions": lambda: step_partitions(args.url),
         }[args.step]()
@@ -326,38 +335,48 @@ def main() -> None:
     )
     features_csv = str(Path(tempfile.gettempdir()) / f"bench_scale_naive_{os.getpid()}.csv")
     aggregation, aggregation_mb = run_child("aggregation", args.url)
-    product, product_mb = run_child("product", args.url)
+    products: dict[tuple[int, str], tuple[dict[str, float], float]] = {}
+    for partitions in (1, 2) if args.partitions else (1,):
+        for which in ("first", "next"):
+            products[partitions, which] = run_child(
+                "product", args.url, "--which", which, "--product-partitions", str(partitions)
+            )
     naive, naive_mb = run_child("naive", args.url, "--features-csv", features_csv)
     verdict = compare_features(args.url, features_csv)
-    partitions = run_child("partitions", args.url)[0] if args.partitions else None
+    partitions_figures = run_child("partitions", args.url)[0] if args.partitions else None
     os.unlink(features_csv)
 
     index = "with the covering index" if args.index else "without index"
+    customers = int(products[1, "first"][0]["customers"])
     print(
-        f"\n{int(loaded['rows']):,} transactions, {int(product['customers']):,} customers, "
+        f"\n{int(loaded['rows']):,} transactions, {customers:,} customers, "
         f"PostgreSQL {args.url.split('@')[-1]}, {os.cpu_count()} cores, {index}"
     )
-    print(f"{'':34}{'seconds':>10}{'peak MB':>10}")
-    print(f"{'bare aggregation query':34}{aggregation['seconds']:>10.1f}{aggregation_mb:>10.0f}")
-    print(f"{'product, first run':34}{product['seconds']:>10.1f}{product_mb:>10.0f}")
-    for name in ("extract", "model", "write"):
-        print(f"{'  ' + name:34}{product[name + '_seconds']:>10.1f}")
-    print(f"{'product, next night':34}{product['next_seconds']:>10.1f}")
-    for name in ("extract", "model", "write"):
-        print(f"{'  ' + name:34}{product['next_' + name + '_seconds']:>10.1f}")
-    print(f"{'naive notebook way':34}{naive['seconds']:>10.1f}{naive_mb:>10.0f}")
+    print(f"{'':40}{'seconds':>10}{'peak MB':>10}")
+    print(f"{'bare aggregation query':40}{aggregation['seconds']:>10.1f}{aggregation_mb:>10.0f}")
+    for (partitions, which), (figures, peak_mb) in products.items():
+        label = f"product, {'first run' if which == 'first' else 'next night'}"
+        label += f", {partitions} partitions (threads)" if partitions > 1 else ""
+        print(f"{label:40}{figures['seconds']:>10.1f}{peak_mb:>10.0f}")
+        for name in ("extract", "model", "write"):
+            print(f"{'  ' + name:40}{figures[name + '_seconds']:>10.1f}")
+    print(f"{'naive notebook way':40}{naive['seconds']:>10.1f}{naive_mb:>10.0f}")
     for name in ("read_sql", "features", "model", "to_sql"):
-        print(f"{'  ' + name:34}{naive[name + '_seconds']:>10.1f}")
-    for label, seconds in (("first run", product["seconds"]), ("next night", product["next_seconds"])):
-        print(
-            f"{label}: naive / product {naive['seconds'] / seconds:.1f}x faster (target >= 10x); "
-            f"product / aggregation {seconds / aggregation['seconds']:.2f} (target <= 1.5)"
+        print(f"{'  ' + name:40}{naive[name + '_seconds']:>10.1f}")
+    for (partitions, which), (figures, peak_mb) in products.items():
+        label = f"{'first run' if which == 'first' else 'next night'}" + (
+            f", {partitions} partitions" if partitions > 1 else ""
         )
-    print(f"product peak {product_mb:.0f} MB over both runs (target <= 600)")
-    if partitions:
         print(
-            f"extract alone: one query {partitions['one_query_seconds']:.1f} s; two customer partitions on a "
-            f"local Dask cluster (prefect-dask) {partitions['two_partitions_seconds']:.1f} s (features identical)"
+            f"{label}: naive / product {naive['seconds'] / figures['seconds']:.1f}x faster (target >= 10x); "
+            f"product / aggregation {figures['seconds'] / aggregation['seconds']:.2f} (target <= 1.5); "
+            f"peak {peak_mb:.0f} MB (target <= 600)"
+        )
+    if partitions_figures:
+        one, two = partitions_figures["one_query_seconds"], partitions_figures["two_partitions_seconds"]
+        print(
+            f"extract alone: one query {one:.1f} s; two customer partitions on a local Dask cluster "
+            f"(prefect-dask) {two:.1f} s (features identical)"
         )
     print(f"features: {verdict}")
 

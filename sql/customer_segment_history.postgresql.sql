@@ -1,0 +1,53 @@
+-- PostgreSQL: bring customer_segment_history in line with customer_segments for the run's as-of date
+-- (bound as as_of). Same steps as customer_segment_history.sql (SQLite), the last two in one
+-- statement over one join (see below). Runs inside the write transaction, after customer_segments was
+-- replaced. Idempotent: a re-run of the same date undoes what the earlier run of that date got wrong,
+-- and only that: a row it opened for a customer who is now elsewhere is deleted and the row it closed
+-- reopened (then closed again below if the customer moved anyway). Rows it got right stay, so a re-run
+-- rewrites only the changes.
+delete from {{ history }}
+where valid_from = :as_of
+    and not exists (
+        select 1 from {{ customer_segments }} as current_segments
+        where current_segments.customer_id = {{ history }}.customer_id
+            and current_segments.segment_id = {{ history }}.segment_id
+    );
+
+update {{ history }} set valid_to = null
+where valid_to = :as_of
+    and not exists (
+        select 1 from {{ history }} as open_rows
+        where open_rows.customer_id = {{ history }}.customer_id and open_rows.valid_to is null
+    );
+
+-- Close the current row of every customer whose segment changed or who is not in this run, and open a
+-- row for every customer of this run whose segment changed or who has no current row: both follow from
+-- one full join of the current rows with the open history rows (the two anti-joins it replaces each
+-- hashed every customer: 1.8 s at 877k customers). The update and the insert touch different rows
+-- (the insert's are new), and both read the snapshot taken before either ran.
+with changed as (
+    select
+        coalesce(current_segments.customer_id, open_rows.customer_id) as customer_id,
+        open_rows.customer_id is not null as has_open_row,
+        current_segments.customer_id is not null as is_current
+    from {{ customer_segments }} as current_segments
+    full join (
+        select customer_id, segment_id from {{ history }} where valid_to is null
+    ) as open_rows on open_rows.customer_id = current_segments.customer_id
+    where open_rows.segment_id is distinct from current_segments.segment_id
+),
+
+closed as (
+    update {{ history }} set valid_to = :as_of
+    from changed
+    where changed.has_open_row
+        and {{ history }}.customer_id = changed.customer_id
+        and {{ history }}.valid_to is null
+)
+
+insert into {{ history }} (customer_id, segment_id, segment_name, valid_from, valid_to, run_id)
+select current_segments.customer_id, current_segments.segment_id, current_segments.segment_name, :as_of, null,
+    current_segments.run_id
+from {{ customer_segments }} as current_segments
+join changed on changed.customer_id = current_segments.customer_id
+where changed.is_current;
