@@ -3,20 +3,7 @@
 -- of the same date undoes what the earlier run of that date got wrong, and only that: a row it opened
 -- for a customer who is now elsewhere is deleted and the row it closed reopened (then closed again
 -- below if the customer moved anyway). Rows it got right stay, so a re-run rewrites only the changes.
-delete from {{ history }}
-where valid_from = :as_of
-    and not exists (
-        select 1 from {{ customer_segments }} as current_segments
-        where current_segments.customer_id = {{ history }}.customer_id
-            and current_segments.segment_id = {{ history }}.segment_id
-    );
-
-update {{ history }} set valid_to = null
-where valid_to = :as_of
-    and not exists (
-        select 1 from {{ history }} as open_rows
-        where open_rows.customer_id = {{ history }}.customer_id and open_rows.valid_to is null
-    );
+{% include "_customer_segment_history_undo.sql" %}
 
 -- Close the current row of every customer whose segment changed or who is not in this run.
 update {{ history }} set valid_to = :as_of
