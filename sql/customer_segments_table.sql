@@ -34,3 +34,11 @@ create table if not exists {{ customer_segment_history }} (
 
 create index if not exists customer_segment_history_open_idx
     on {{ customer_segment_history }} (customer_id) where valid_to is null;
+
+-- The history grows every night; each run looks up the rows of its as-of date (re-run undo, latest
+-- date) by these instead of reading the whole history.
+create index if not exists customer_segment_history_valid_from_idx
+    on {{ customer_segment_history }} (valid_from);
+
+create index if not exists customer_segment_history_valid_to_idx
+    on {{ customer_segment_history }} (valid_to) where valid_to is not null;

@@ -7,10 +7,11 @@ profiles and marks the earlier run ``superseded``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -484,11 +485,53 @@ def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool
         history=tables.customer_segment_history,
         customer_segments=tables.customer_segments,
     )
-    for statement in split_statements(script):
-        conn.execute(sa.text(statement).bindparams(sa.bindparam("as_of", value=as_of, type_=sa.Date)))
+    # A first run inserts every customer into an empty history: without its indexes, built once
+    # afterwards (877k rows: 3.9 s with two indexes maintained row by row, 2.4 s this way).
+    empty = postgresql and conn.execute(sa.select(sa.literal(1)).select_from(history).limit(1)).first() is None
+    with _indexes_rebuilt_after(conn, tables.customer_segment_history) if empty else contextlib.nullcontext():
+        for statement in split_statements(script):
+            conn.execute(sa.text(statement).bindparams(sa.bindparam("as_of", value=as_of, type_=sa.Date)))
     if postgresql:
         conn.exec_driver_sql("set local enable_nestloop = on")
     return True
+
+
+@contextlib.contextmanager
+def _indexes_rebuilt_after(conn: Connection, table: QuotedIdentifier) -> Iterator[None]:
+    """PostgreSQL, inside the write transaction: drop the table's indexes and key, run the body, then
+    create them again from their definitions as the catalog gives them (a failure rolls all back)."""
+    indexes = conn.execute(
+        sa.text(
+            "select cast(cast(index_row.indexrelid as regclass) as text) as index_name, "
+            "pg_get_indexdef(index_row.indexrelid) as index_definition, "
+            "key_row.conname as constraint_name, pg_get_constraintdef(key_row.oid) as constraint_definition "
+            "from pg_index as index_row "
+            "left join pg_constraint as key_row "
+            "on key_row.conindid = index_row.indexrelid and key_row.conrelid = index_row.indrelid "
+            "where index_row.indrelid = cast(:table as regclass)"
+        ),
+        {"table": str(table)},
+    ).all()
+    # Through psycopg: names and definitions come from the catalog (index names as regclass text,
+    # quoted by PostgreSQL; constraint names quoted here) and may hold any character, "%" included.
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None
+    target = psql.SQL(str(table))  # validated and quoted by output_tables
+    with driver_connection.cursor() as cursor:
+        for index in indexes:
+            if index.constraint_name:
+                name = psql.Identifier(index.constraint_name)
+                cursor.execute(psql.SQL("alter table {} drop constraint {}").format(target, name))
+            else:
+                cursor.execute(psql.SQL("drop index {}").format(psql.SQL(index.index_name)))
+    yield
+    with driver_connection.cursor() as cursor:
+        for index in indexes:
+            if index.constraint_name:
+                name, definition = psql.Identifier(index.constraint_name), psql.SQL(index.constraint_definition)
+                cursor.execute(psql.SQL("alter table {} add constraint {} {}").format(target, name, definition))
+            else:
+                cursor.execute(psql.SQL(index.index_definition))
 
 
 MODEL_COLUMNS = {

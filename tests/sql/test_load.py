@@ -238,6 +238,35 @@ def test_the_swap_fills_the_run_columns_from_defaults_and_leaves_none_behind(pos
     backend.dispose()
 
 
+def test_a_first_history_is_filled_without_its_indexes_and_gets_every_one_back(
+    postgres_url: str, pg_schema: str
+) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=200)
+    run_without_prefect(backend)
+    history = f"{pg_schema}.customer_segment_history"
+    index_query = sa.text(
+        "select pg_get_indexdef(indexrelid), indexrelid from pg_index where indrelid = cast(:t as regclass) order by 1"
+    )
+    with backend.engine().begin() as conn:  # empty again, with a user's own index ("%" in it)
+        conn.exec_driver_sql(f"delete from {history}")
+        conn.exec_driver_sql(
+            f"create index champions_idx on {history} (customer_id) where segment_name like '%%Champ%%'"
+        )
+        before = conn.execute(index_query, {"t": history}).all()
+
+    run_without_prefect(backend, as_of=date(2024, 3, 2))
+
+    with backend.engine().begin() as conn:
+        after = conn.execute(index_query, {"t": history}).all()
+        open_rows = conn.execute(sa.text(f"select count(*) from {history} where valid_to is null")).scalar_one()
+    assert len(before) == 5  # key, open rows, valid_from, valid_to, the user's
+    assert [row[0] for row in after] == [row[0] for row in before]  # the same definitions ...
+    assert not {row[1] for row in after} & {row[1] for row in before}  # ... each built anew
+    assert open_rows == len(read(backend, "customer_segments"))
+    backend.dispose()
+
+
 def test_a_rerun_of_the_same_date_rewrites_only_the_history_that_changed(backend: Backend) -> None:
     load_synthetic(backend, customers=300)
     first = run_without_prefect(backend, n_clusters=4)

@@ -73,6 +73,15 @@ def test_quintile_scores_share_ties_and_reverse_recency() -> None:
     assert set(f_scores).issubset(range(1, 6))
 
 
+def test_quintile_scores_match_pandas_average_percentile_ranks_with_many_ties() -> None:
+    rng = np.random.default_rng(3)
+    for values in (pd.Series(rng.integers(0, 40, 5000).astype(float)), pd.Series(rng.lognormal(size=5000))):
+        for higher_is_better in (True, False):
+            ranked = values if higher_is_better else -values
+            expected = (ranked.rank(method="average", pct=True) * 5).apply(np.ceil).clip(1, 5).astype("int64")
+            pd.testing.assert_series_equal(quintile_scores(values, higher_is_better), expected)
+
+
 def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segment() -> None:
     features = pd.DataFrame(
         {
