@@ -183,7 +183,9 @@ def step_partitions(url: str) -> dict[str, float]:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry writes to its SQLite
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the bench prints its own table
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the bench prints its own table
+    import logging
+
     from prefect import flow
 
     from tasks.extract import extract_customer_features
@@ -195,6 +197,8 @@ def step_partitions(url: str) -> dict[str, float]:
         return None
 
     warm_up()
+    for name in ("distributed", "prefect", "prefect.task_runner.dask"):  # Dask's cluster start-up chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
     settings = settings_for(url, partitions=2)
     started = time.perf_counter()
     whole = extract_customer_features(settings, AS_OF)
