@@ -109,8 +109,8 @@ def run(
         typer.Option(
             min=1,
             max=64,
-            help="Split the aggregation into N customer partitions run in parallel on Dask (PostgreSQL; a "
-            "local cluster, or SEGMENTS_DASK_ADDRESS) [default: 1].",
+            help="Split the aggregation into N customer-id ranges aggregated in parallel on Dask (PostgreSQL; "
+            "a local cluster, or SEGMENTS_DASK_ADDRESS) [default: 1].",
         ),
     ] = None,
 ) -> None:

@@ -66,7 +66,7 @@ def segment_customers(
     all history (no lookback), 200,000 customers to fit on. ``dry_run`` computes everything and
     writes nothing; ``force`` runs past the data gates (rejected-row share, customer drop);
     ``compare_algorithms`` adds KMeans, Gaussian mixture, Ward and DBSCAN side by side to the report;
-    ``partitions`` above 1 splits the aggregation into customer partitions run in parallel on Dask
+    ``partitions`` above 1 splits the aggregation into customer-id ranges run in parallel on Dask
     (a local cluster, or the one at ``SEGMENTS_DASK_ADDRESS``). The
     source and output names override the ``SEGMENTS_*`` mapping for this run.
     ``database_url_secret`` names a Prefect Secret block holding the database URL, so that a password
