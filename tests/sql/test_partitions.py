@@ -151,3 +151,22 @@ def test_an_id_holding_most_rows_collapses_the_cuts_and_still_covers_everyone(sh
     assert "C-whale" in set(partitioned.features["customer_id"])
     pd.testing.assert_frame_equal(partitioned.features, extract_customer_features(settings, AS_OF).features)
     shop.dispose()
+
+
+def test_integer_customer_ids_are_cut_as_numbers(postgres_url: str, pg_schema: str) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=400, integer_ids=True)  # ids 0..399: as text, "100" < "99"
+    settings = load_settings(**backend.settings(order_id_column="order_id", partitions=2))
+    seen: list[pd.DataFrame] = []
+
+    def one_after_another(plan: PartitionPlan) -> list[pd.DataFrame]:
+        assert all(isinstance(cut, int) for cut in plan.bounds)
+        seen.extend(extract_partition(plan, partition) for partition in range(plan.partitions))
+        return seen
+
+    partitioned = extract_in_partitions(settings, AS_OF, one_after_another)
+
+    first, second = (frame["customer_id"].astype("int64") for frame in seen)
+    assert first.max() < second.min()  # numeric ranges: every id of the first below every id of the second
+    pd.testing.assert_frame_equal(partitioned.features, extract_customer_features(settings, AS_OF).features)
+    backend.dispose()
