@@ -267,6 +267,26 @@ def test_a_first_history_is_filled_without_its_indexes_and_gets_every_one_back(
     backend.dispose()
 
 
+def test_copy_sends_the_rows_in_batches_and_loses_none(
+    postgres_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.load as load
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=200)
+    monkeypatch.setattr(load, "COPY_BATCH_ROWS", 7)  # 200 customers: 29 batches, the last one short
+    settings = load_settings(**backend.settings(order_id_column="order_id"))
+
+    run = run_pipeline(settings, AS_OF)
+
+    written = read(backend, "customer_segments", order_by="customer_id").set_index("customer_id")
+    expected = run.outcome.segments.assignments.set_index("customer_id").sort_index()
+    assert len(written) == len(expected) == 200
+    assert written["segment_id"].tolist() == expected["segment_id"].tolist()
+    assert written["monetary"].astype(float).round(2).tolist() == expected["monetary"].round(2).tolist()
+    backend.dispose()
+
+
 def test_a_rerun_of_the_same_date_rewrites_only_the_history_that_changed(backend: Backend) -> None:
     load_synthetic(backend, customers=300)
     first = run_without_prefect(backend, n_clusters=4)
