@@ -94,8 +94,8 @@ SAMPLE_ROWS = 200_000
 def partition_bounds(settings: SegmentSettings, partitions: int) -> tuple[Any, ...]:
     """Customer ids that cut the source into ``partitions`` ranges of about equal rows: quantiles of a
     ``TABLESAMPLE SYSTEM`` sample of about :data:`SAMPLE_ROWS` rows of a large table, of every row
-    of a small table or a view. Equal bounds (an id with many rows) collapse into one, so a
-    partition is never empty by construction; fewer partitions may come back than asked for."""
+    of a small table or a view. Equal cuts (an id holding many rows) collapse into one, so fewer
+    partitions may come back than asked for; a range may hold no customer, which is harmless."""
     if partitions < 2:
         return ()
     url = settings.database_url.get_secret_value()
