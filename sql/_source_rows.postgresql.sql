@@ -1,4 +1,5 @@
--- The mapped source columns, projected for the feature and count queries (included by both).
+-- The mapped source columns, projected for the feature and count queries (included by both; the
+-- count query asks for amount_is_null instead of the amount).
 -- A timestamp or timestamptz column is read as it is and compared with bounds of its own type
 -- (the bound parameters are cast to the column's type): a cast of every row cost 1.6 s of the
 -- 10M-row aggregation. A date column is cast to timestamptz (midnight UTC).
@@ -12,7 +13,14 @@ select
     {% else %}
     {{ occurred_at }} as occurred_at,
     {% endif %}
+    {% if amount_is_null %}
+    {# the counts only ask whether there is an amount: no product of every row #}
     {% if quantity %}
+    ({{ quantity }} is null or {{ unit_price }} is null) as amount_is_null
+    {% else %}
+    {{ amount }} is null as amount_is_null
+    {% endif %}
+    {% elif quantity %}
     cast({{ quantity }} as numeric) * cast({{ unit_price }} as numeric) as amount
     {% else %}
     cast({{ amount }} as numeric) as amount

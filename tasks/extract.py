@@ -267,7 +267,7 @@ def render_count_query(
     engine: Engine, settings: SegmentSettings, source: SourceColumns, one_customer: bool = False
 ) -> str:
     """The query counting the rows scanned, in the window and rejected by reason."""
-    return _render("source_row_counts", engine, settings, source, one_customer)
+    return _render("source_row_counts", engine, settings, source, one_customer, counting=True)
 
 
 def _render(
@@ -277,6 +277,7 @@ def _render(
     source: SourceColumns,
     one_customer: bool,
     bounds: tuple[bool, bool] = (False, False),
+    counting: bool = False,
 ) -> str:
     def column(name: str | None) -> QuotedIdentifier | None:
         return quote_identifier(engine, name, "column") if name else None
@@ -298,6 +299,7 @@ def _render(
         upper_bound=bounds[1],
         time_type=SqlKeyword(source.time_type or "timestamptz"),
         cast_occurred_at=source.time_type is None,
+        amount_is_null=counting,
     )
 
 

@@ -111,6 +111,9 @@ def test_amount_can_be_quantity_times_unit_price(backend: Backend) -> None:
                 {"buyer": 7, "ts": datetime(2024, 2, 1, 12), "qty": 3, "price": Decimal("2.50"), "basket": 1},
                 {"buyer": 7, "ts": datetime(2024, 2, 1, 12), "qty": 1, "price": Decimal("10.00"), "basket": 1},
                 {"buyer": 7, "ts": datetime(2024, 2, 20), "qty": -1, "price": Decimal("10.00"), "basket": 2},
+                # no amount without both factors: rejected, counted once each
+                {"buyer": 7, "ts": datetime(2024, 2, 21), "qty": None, "price": Decimal("4.00"), "basket": 3},
+                {"buyer": 7, "ts": datetime(2024, 2, 22), "qty": 2, "price": None, "basket": 4},
             ],
         )
 
@@ -127,6 +130,8 @@ def test_amount_can_be_quantity_times_unit_price(backend: Backend) -> None:
     # basket 1: 7.50 + 10.00 = 17.50; basket 2 is a refund of 10.00; net 7.50 over one counted order.
     # Feb 1 12:00 to Mar 1 00:00 (2024) is 28.5 days: 28 whole days.
     assert_features_equal(features_by_customer(result.features), {"7": (28, 1, 7.50, 7.50, 28)})
+    assert result.counts.rejected_by_reason["non_numeric_amount"] == 2
+    assert (result.counts.rows_scanned, result.counts.rows_in_window) == (5, 3)
     assert result.customer_id_is_integer
     assert result.features["customer_id"].dtype == "int64"
 

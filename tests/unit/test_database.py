@@ -75,6 +75,7 @@ FEATURE_TEMPLATE_NAMES = {
     "upper_bound": False,
     "time_type": SqlKeyword("timestamptz"),
     "cast_occurred_at": True,
+    "amount_is_null": False,
 }
 
 
