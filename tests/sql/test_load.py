@@ -118,6 +118,29 @@ def test_a_failed_write_leaves_the_previous_state_untouched(backend: Backend, mo
     assert len(failed) == 1 and "IntegrityError" in failed["error"].iloc[0]
 
 
+def test_the_output_check_counts_duplicate_ids_unless_a_key_rules_them_out(postgres_url: str, pg_schema: str) -> None:
+    # A customer_segments without a primary key (of a user's making) holding an id twice. The write
+    # asks for the count except after building the swapped-in table's key, which rules duplicates out.
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend)
+    run_id = run_without_prefect(backend)
+    settings = load_settings(**backend.settings())
+    with backend.engine().connect() as conn:
+        table = f"{pg_schema}.customer_segments"
+        conn.exec_driver_sql(f"alter table {table} drop constraint customer_segments_pkey")
+        conn.exec_driver_sql(f"insert into {table} select * from {table} limit 1")
+        tables = load.output_tables(conn, settings)
+
+        counted = load._output_figures(conn, tables, run_id)
+        skipped = load._output_figures(conn, tables, run_id, check_duplicates=False)
+        conn.rollback()
+    backend.dispose()
+
+    assert counted.duplicate_customer_ids == 1
+    assert skipped.duplicate_customer_ids == 0
+    assert counted.customers_written == skipped.customers_written == 301
+
+
 def test_integer_customer_ids_keep_their_type(backend: Backend) -> None:
     load_synthetic(backend, integer_ids=True)
 
