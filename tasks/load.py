@@ -12,6 +12,7 @@ import io
 import json
 import math
 from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -724,15 +725,28 @@ def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: li
             value = payload.column(index)[0].as_py().isoformat()
             payload = payload.set_column(index, field.name, pa.array([value] * len(payload), pa.string()))
     options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+
+    def render(batch: pa.RecordBatch) -> memoryview:
+        buffer = io.BytesIO()
+        pacsv.write_csv(batch, buffer, options)
+        return buffer.getbuffer()
+
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
     cursor = driver_connection.cursor()
+    batches = payload.to_batches(max_chunksize=COPY_BATCH_ROWS)
     try:
-        with cursor, cursor.copy(statement) as copy:
-            for batch in payload.to_batches(max_chunksize=COPY_BATCH_ROWS):
-                buffer = io.BytesIO()
-                pacsv.write_csv(batch, buffer, options)
-                copy.write(buffer.getbuffer())
+        # The next batch is rendered on a thread while this one is sent: writing a batch waits for
+        # the server to take it in, and rendering waits for nothing but the CPU (neither holds the GIL).
+        with cursor, cursor.copy(statement) as copy, ThreadPoolExecutor(1, "copy-render") as renderer:
+            rendering = renderer.submit(render, batches[0]) if batches else None
+            for index in range(len(batches)):
+                assert rendering is not None
+                rendered = rendering.result()
+                if index + 1 < len(batches):
+                    rendering = renderer.submit(render, batches[index + 1])
+                copy.write(rendered)
+                del rendered
     except psycopg.Error as error:
         # Raise what SQLAlchemy raises for any other statement (IntegrityError, OperationalError, ...).
         raise sa.exc.DBAPIError.instance(statement.as_string(driver_connection), None, error, psycopg.Error) from error
