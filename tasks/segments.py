@@ -318,31 +318,42 @@ def _profiles(
 ) -> pd.DataFrame:
     centroid_of_segment = {segment: model.centroids[index].tolist() for index, segment in segment_of_cluster.items()}
     total = len(scored)
+    segment_ids = scored["segment_id"].to_numpy()
+    # One grouped pass per statistic over the numeric columns (iterating the groups took a copy of
+    # every column per segment: 0.3 s at 877k customers)
+    scores = ["r_score", "f_score", "m_score"]
+    values = scored[[*FEATURE_COLUMNS, *scores]].astype("float64").groupby(segment_ids, sort=True)
+    sizes, means, medians = values.size(), values.mean(), values[FEATURE_COLUMNS].median()
+    segment_names = scored.drop_duplicates("segment_id").set_index("segment_id")["segment_name"]
+    members_of = (
+        dict(iter(scored[["segment_id", *attributes]].groupby("segment_id", sort=True, observed=True)))
+        if attributes
+        else {}
+    )
     rows = []
-    needed = ["segment_id", "segment_name", *FEATURE_COLUMNS, "r_score", "f_score", "m_score", *attributes]
-    for _, members in scored[needed].groupby("segment_id", sort=True, observed=True):
-        segment_id = int(members["segment_id"].iloc[0])
-        name = str(members["segment_name"].iloc[0])
+    for segment_id in sizes.index:
+        name = str(segment_names[segment_id])
         persona = PERSONAS.get(name.split(" (")[0]) or _attribute_persona(name)
         row: dict[str, object] = {
             "run_id": run_id,
             "as_of": as_of,
-            "segment_id": segment_id,
+            "segment_id": int(segment_id),
             "segment_name": name,
             "description": persona.description,
             "recommended_action": persona.recommended_action,
-            "customers": len(members),
-            "share": len(members) / total,
+            "customers": int(sizes[segment_id]),
+            "share": int(sizes[segment_id]) / total,
         }
         for feature in FEATURE_COLUMNS:
-            column = members[feature].astype("float64")
-            row[f"mean_{feature}"] = _float_or_none(column.mean())
-            row[f"median_{feature}"] = _float_or_none(column.median())
-        for score in ("r_score", "f_score", "m_score"):
-            row[f"mean_{score}"] = _float_or_none(members[score].astype("float64").mean())
-        centroid = centroid_of_segment.get(segment_id)
+            row[f"mean_{feature}"] = _float_or_none(means.at[segment_id, feature])
+            row[f"median_{feature}"] = _float_or_none(medians.at[segment_id, feature])
+        for score in scores:
+            row[f"mean_{score}"] = _float_or_none(means.at[segment_id, score])
+        centroid = centroid_of_segment.get(int(segment_id))
         row["centroid"] = json.dumps(dict(zip(model.features, centroid, strict=True))) if centroid else None
-        row["attribute_means"] = json.dumps(_attribute_means(members, model, attributes)) if attributes else None
+        row["attribute_means"] = (
+            json.dumps(_attribute_means(members_of[segment_id], model, attributes)) if attributes else None
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 

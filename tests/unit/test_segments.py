@@ -133,6 +133,14 @@ def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segmen
     assert profiles["customers"].sum() == len(features)
     assert profiles["share"].sum() == pytest.approx(1.0)
     assert profiles.loc[1, "mean_monetary"] == pytest.approx((900 + 800 + 950) / 3)
+    assert profiles.loc[1, "median_monetary"] == 900.0
+    assert profiles.loc[2, "median_recency_days"] == 450.0 and profiles.loc[2, "mean_tenure_days"] == 450.0
+    assert profiles.loc[1, "mean_r_score"] == pytest.approx(
+        table.assignments.query("segment_id == 1")["r_score"].mean()
+    )
+    # the reserved segment: one customer without a recency, a negative net spend
+    assert profiles.loc[0, "customers"] == 1 and profiles.loc[0, "median_monetary"] == -5.0
+    assert pd.isna(profiles.loc[0, "mean_recency_days"]) and pd.isna(profiles.loc[0, "median_tenure_days"])
     assert pd.isna(profiles.loc[0, "centroid"]) and isinstance(profiles.loc[1, "centroid"], str)
     assert profiles["description"].str.len().min() > 10
     # names and the run's one-value columns are stored once per distinct value, not once per customer
