@@ -110,9 +110,10 @@ def segment_customers(
                 extract = steps.extract_on_dask(settings, run_as_of)
             else:
                 extract = steps.extract_features(settings, run_as_of)
-            steps.data_gates(settings, extract)
             stored = steps.load_stored_model(settings)
             outcome = steps.model_segments(extract, settings, run_id, started_at, stored)
+            # after the model: a partitioned extract's row counts arrive while it is fitted
+            steps.data_gates(settings, extract)
             if not settings.dry_run:
                 steps.write_segments(settings, run_id, extract, outcome)
             report.publish_run_artifacts(settings, extract, outcome, run_id, flow_run.get_id())

@@ -129,7 +129,7 @@ def join_attributes(extract: ExtractResult, settings: SegmentSettings) -> Extrac
         joined = features.merge(attributes, on="customer_id", how="left")
     return ExtractResult(
         features=joined,
-        counts=extract.counts,
+        row_counts=extract.row_counts,  # still being counted, perhaps: not waited for here
         as_of=extract.as_of,
         customer_id_is_integer=extract.customer_id_is_integer,
     )
@@ -145,7 +145,7 @@ def extract_attributes_only(settings: SegmentSettings, as_of: Any) -> ExtractRes
     counts = RowCounts(
         rows_scanned=rows_read, rows_in_window=len(attributes), rows_before_window=0, rejected_by_reason=rejected
     )
-    return ExtractResult(features=attributes, counts=counts, as_of=as_of, customer_id_is_integer=id_is_integer)
+    return ExtractResult(features=attributes, row_counts=counts, as_of=as_of, customer_id_is_integer=id_is_integer)
 
 
 def check_customer_table(settings: SegmentSettings) -> None:

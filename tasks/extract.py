@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 import io
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -88,12 +89,22 @@ class RowCounts:
 
 @dataclass(frozen=True)
 class ExtractResult:
-    """Per-customer features (one row per customer with rows in the window) and the row counts."""
+    """Per-customer features (one row per customer with rows in the window) and the row counts.
+
+    ``row_counts`` may still be being counted (a :class:`~concurrent.futures.Future`): a partitioned
+    extract counts the source's rows while the model is fitted, not beside the partitions, which
+    need both cores. :attr:`counts` waits for them."""
 
     features: pd.DataFrame
-    counts: RowCounts
+    row_counts: RowCounts | Future[RowCounts]
     as_of: date
     customer_id_is_integer: bool
+
+    @property
+    def counts(self) -> RowCounts:
+        if isinstance(self.row_counts, Future):
+            return self.row_counts.result()
+        return self.row_counts
 
 
 def as_of_start(as_of: date) -> datetime:
@@ -391,7 +402,7 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
         )
     return ExtractResult(
         features=features,
-        counts=counts,
+        row_counts=counts,
         as_of=as_of,
         customer_id_is_integer=customer_id_is_integer,
     )
@@ -422,12 +433,17 @@ def set_extract_options(conn: Connection) -> None:
     conn.execute(text("SET LOCAL jit = off"))
 
 
-def count_in_snapshot(engine: Engine, snapshot: str, sql: str, params: dict[str, Any]) -> dict[str, int]:
-    """The row counts, read on a connection of its own in the snapshot exported by the extract."""
+def count_in_snapshot(
+    engine: Engine, snapshot: str, sql: str, params: dict[str, Any], adopted: threading.Event | None = None
+) -> dict[str, int]:
+    """The row counts, read on a connection of its own in the snapshot exported by the extract.
+    ``adopted`` is set once this transaction holds the snapshot (the exporter may then end)."""
     with engine.connect() as conn:
         conn.execution_options(isolation_level="REPEATABLE READ")
         # must be the transaction's first statement
         conn.exec_driver_sql("SET TRANSACTION SNAPSHOT " + snapshot_literal(snapshot))
+        if adopted is not None:
+            adopted.set()
         conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
         # one core for the counts, the other for the aggregation: parallel workers here only made the
         # two queries fight over two cores

@@ -266,6 +266,14 @@ def check_data_gates(settings: SegmentSettings, extract: ExtractResult) -> list[
 
 @database_task(name="check-data-gates", task_run_name="check the input against the data gates")
 def data_gates(settings: SegmentSettings, extract: ExtractResult) -> None:
+    counts = extract.counts
+    get_run_logger().info(
+        "Source rows: %s scanned, %s in the window, %s rejected (%s)",
+        f"{counts.rows_scanned:,}",
+        f"{counts.rows_in_window:,}",
+        f"{counts.rows_rejected:,}",
+        counts.rejected_by_reason,
+    )
     for problem in check_data_gates(settings, extract):
         get_run_logger().warning("Forced past a data gate: %s", problem)
 
@@ -361,13 +369,9 @@ def extract_on_dask(settings: SegmentSettings, as_of: date) -> ExtractResult:
         result = extract_run_input(
             settings, as_of, lambda plan: extract_partitions_flow.with_options(task_runner=runner)(plan)
         )
-        current.finish(result.counts.rows_scanned, "rows")
-    get_run_logger().info(
-        "Aggregated %s in %s partitions on Dask into %s customers",
-        current.detail,
-        settings.partitions,
-        f"{len(result.features):,}",
-    )
+        # the rows are still being counted (while the model is fitted): customers per second here
+        current.finish(len(result.features), "customers")
+    get_run_logger().info("Aggregated %s in %s partitions on Dask", current.detail, settings.partitions)
     return result
 
 

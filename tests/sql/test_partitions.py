@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -61,6 +64,49 @@ def test_partitions_and_counts_read_one_snapshot(shop: Backend) -> None:
     pd.testing.assert_frame_equal(partitioned.features, before.features)
     assert partitioned.counts == before.counts
     assert extract_customer_features(settings, AS_OF).counts.rows_scanned > before.counts.rows_scanned
+    shop.dispose()
+
+
+def test_the_rows_are_counted_after_the_partitions_without_waiting_in_their_snapshot(
+    shop: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.partitions as partitions
+
+    settings = load_settings(**shop.settings(order_id_column="order_id", partitions=2))
+    before = extract_customer_features(settings, AS_OF)
+    events: list[str] = []
+    release = threading.Event()
+    original = partitions.count_in_snapshot
+
+    class HeldAfterAdopting:
+        """Passed as the count's ``adopted`` event: once the snapshot is held, the count waits."""
+
+        def __init__(self, adopted: threading.Event) -> None:
+            self.adopted = adopted
+
+        def set(self) -> None:
+            events.append("count adopted the snapshot")
+            self.adopted.set()
+            assert release.wait(60)
+
+    def held_count(engine, snapshot, sql, params, adopted):  # type: ignore[no-untyped-def]
+        return original(engine, snapshot, sql, params, HeldAfterAdopting(adopted))
+
+    def partitions_then_note(plan: PartitionPlan) -> list[pd.DataFrame]:
+        frames = [extract_partition(plan, partition) for partition in range(plan.partitions)]
+        events.append("partitions done")
+        return frames
+
+    monkeypatch.setattr(partitions, "count_in_snapshot", held_count)
+    result = extract_in_partitions(settings, AS_OF, partitions_then_note)
+
+    assert isinstance(result.row_counts, Future) and not result.row_counts.done()  # returned before counting
+    with shop.engine().begin() as conn:  # committed after the extract returned: not in its snapshot
+        conn.execute(sa.text(f"insert into {shop.table('transactions')} select * from {shop.table('transactions')}"))
+    release.set()
+    assert events == ["partitions done", "count adopted the snapshot"]
+    assert result.counts == before.counts
+    pd.testing.assert_frame_equal(result.features, before.features)
     shop.dispose()
 
 

@@ -40,7 +40,7 @@ def test_the_summary_names_counts_decision_charts_and_outputs_without_secrets() 
             "non_numeric_amount": 3,
         },
     )
-    extract = ExtractResult(features=features, counts=counts, as_of=as_of, customer_id_is_integer=False)
+    extract = ExtractResult(features=features, row_counts=counts, as_of=as_of, customer_id_is_integer=False)
     settings = load_settings(database_url="postgresql+psycopg://shop:s3cret@db.internal/shop", output_schema="bi")
     outcome = segment_features(extract, settings, run_id="run-1", scored_at=datetime.now(UTC), stored=None)
 
