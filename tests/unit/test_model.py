@@ -158,3 +158,40 @@ def test_the_knee_is_not_pulled_early_by_a_dominant_first_drop() -> None:
     inertias = [4500.0, 1663.2, 703.6, 282.5, 22.6, 12.4, 10.2, 9.1, 8.1, 7.0]
 
     assert find_knee(list(range(1, 11)), inertias) == 5
+
+
+def test_the_model_step_runs_its_native_thread_pools_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # KMeans' OpenMP and OpenBLAS default to a thread per core; on the model's sample they only waited
+    # on each other (and on the database's row count running beside the model).
+    from datetime import UTC, date, datetime
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import tasks.steps as steps
+    from tasks.extract import ExtractResult, RowCounts
+    from tasks.settings import load_settings
+
+    frame, _ = planted_groups(3)
+    features = frame.assign(
+        customer_id=[f"c{index}" for index in range(len(frame))],
+        avg_order_value=frame["monetary"] / frame["frequency"],
+        tenure_days=frame["recency_days"] + 30,
+    )
+    counts = RowCounts(rows_scanned=len(frame), rows_in_window=len(frame), rows_before_window=0, rejected_by_reason={})
+    extract = ExtractResult(features=features, row_counts=counts, as_of=date(2024, 3, 1), customer_id_is_integer=False)
+    threads_seen: list[int] = []
+    original = steps.fit_segment_model
+
+    def fit_noting_threads(*args, **kwargs):  # type: ignore[no-untyped-def]
+        threads_seen.extend(pool["num_threads"] for pool in threadpool_info())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "fit_segment_model", fit_noting_threads)
+    with threadpool_limits(limits=2):  # what a 2-core machine gives by default
+        steps.segment_features(
+            extract, load_settings(n_clusters=3), run_id="r", scored_at=datetime.now(UTC), stored=None
+        )
+        after = {pool["num_threads"] for pool in threadpool_info()}
+
+    assert threads_seen and set(threads_seen) == {1}
+    assert after == {2}  # the caller's limits come back
