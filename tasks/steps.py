@@ -69,6 +69,11 @@ def database_task(name: str, task_run_name: str, timeout_seconds: int = 600) -> 
     )
 
 
+def one_native_thread(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` with the native thread pools (OpenMP, BLAS) held to one thread."""
+    return cast(Callable[P, R], threadpool_limits.wrap(limits=1)(function))
+
+
 def read_secret(block_name: str) -> SecretStr:
     """The value of the Prefect Secret block ``block_name`` (e.g. a database URL with its password)."""
     from prefect.blocks.system import Secret
@@ -111,6 +116,7 @@ class ModelOutcome:
         return self.model.n_clusters
 
 
+@one_native_thread
 def segment_features(
     extract: ExtractResult,
     settings: SegmentSettings,
@@ -127,18 +133,6 @@ def segment_features(
     customers on 2 cores this step took 1.9-2.1 s with two threads and 1.5-1.65 s with one, and
     2.0-2.6 s against 1.5 s while the database used the other core (a partitioned extract's row
     count runs then); at 877k sampled customers KMeans took as long either way."""
-    with threadpool_limits(limits=1):
-        return _segment_features(extract, settings, run_id=run_id, scored_at=scored_at, stored=stored)
-
-
-def _segment_features(
-    extract: ExtractResult,
-    settings: SegmentSettings,
-    *,
-    run_id: str,
-    scored_at: datetime,
-    stored: StoredModel | None,
-) -> ModelOutcome:
     features = extract.features
     clustered = clusterable(features)
     purchasers = features if clustered.all() else features.loc[clustered]
