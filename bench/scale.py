@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -328,6 +329,18 @@ def compare_features(url: str, features_csv: str) -> str:
     return f"identical for {len(naive):,} customers (counts exact, money to the cent)"
 
 
+def _figure(values: list[float], peak_mb: float | None = None) -> str:
+    """The median and the peak memory in their columns, then the range when there are several rounds."""
+    peak = f"{peak_mb:>10.0f}" if peak_mb is not None else " " * 10
+    spread = f"  {min(values):.1f}-{max(values):.1f}" if len(values) > 1 else ""
+    return f"{statistics.median(values):>10.1f}{peak}{spread}"
+
+
+def _ratio(values: list[float]) -> str:
+    median = f"{statistics.median(values):.2f}"
+    return median + (f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -338,6 +351,12 @@ def main() -> None:
         "--partitions",
         action="store_true",
         help="also run the product with 2 customer partitions, and the extract alone on a local Dask cluster",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the aggregation and product runs; medians and ranges are printed (the naive way runs once)",
     )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--features-csv", help=argparse.SUPPRESS)
@@ -365,53 +384,63 @@ def main() -> None:
         *(["--index"] if args.index else []),
     )
     features_csv = str(Path(tempfile.gettempdir()) / f"bench_scale_naive_{os.getpid()}.csv")
-    aggregation, aggregation_mb = run_child("aggregation", args.url)
-    aggregations = {1: aggregation}
-    if args.partitions:
-        aggregations[2] = run_child("aggregation", args.url, "--product-partitions", "2")[0]
-    products: dict[tuple[int, str], tuple[dict[str, float], float]] = {}
-    for partitions in (1, 2) if args.partitions else (1,):
-        for which in ("first", "next"):
-            products[partitions, which] = run_child(
-                "product", args.url, "--which", which, "--product-partitions", str(partitions)
-            )
+    # Each round measures every aggregation and product run once, in this order, so that a ratio
+    # compares runs made moments apart (this machine's speed drifts by up to 40% over minutes).
+    aggregations: dict[int, list[dict[str, float]]] = {1: [], 2: []} if args.partitions else {1: []}
+    products: dict[tuple[int, str], list[tuple[dict[str, float], float]]] = {
+        (partitions, which): [] for partitions in ((1, 2) if args.partitions else (1,)) for which in ("first", "next")
+    }
+    for _ in range(args.repeat):
+        for partitions, figures in aggregations.items():
+            measured, peak_mb = run_child("aggregation", args.url, "--product-partitions", str(partitions))
+            figures.append(measured)
+            if partitions == 1:
+                aggregation_mb = peak_mb
+        for (partitions, which), runs in products.items():
+            runs.append(run_child("product", args.url, "--which", which, "--product-partitions", str(partitions)))
     naive, naive_mb = run_child("naive", args.url, "--features-csv", features_csv)
     verdict = compare_features(args.url, features_csv)
     partitions_figures = run_child("partitions", args.url)[0] if args.partitions else None
     os.unlink(features_csv)
 
     index = "with the covering index" if args.index else "without index"
-    customers = int(products[1, "first"][0]["customers"])
+    customers = int(products[1, "first"][0][0]["customers"])
+    rounds = f", medians of {args.repeat} rounds" if args.repeat > 1 else ""
     print(
         f"\n{int(loaded['rows']):,} transactions, {customers:,} customers, "
-        f"PostgreSQL {args.url.split('@')[-1]}, {os.cpu_count()} cores, {index}"
+        f"PostgreSQL {args.url.split('@')[-1]}, {os.cpu_count()} cores, {index}{rounds}"
     )
-    print(f"{'':46}{'seconds':>10}{'peak MB':>10}")
-    print(f"{'bare aggregation query':46}{aggregation['seconds']:>10.1f}{aggregation_mb:>10.0f}")
+    print(f"{'':46}{'seconds':>10}{'peak MB':>10}{'  range' if args.repeat > 1 else ''}")
+    aggregation = [figures["seconds"] for figures in aggregations[1]]
+    print(f"{'bare aggregation query':46}{_figure(aggregation, aggregation_mb)}")
     if 2 in aggregations:
-        print(f"{'bare aggregation, 2 partitions at once':46}{aggregations[2]['seconds']:>10.1f}")
-    for (partitions, which), (figures, peak_mb) in products.items():
+        print(f"{'bare aggregation, 2 partitions at once':46}{_figure([f['seconds'] for f in aggregations[2]])}")
+    for (partitions, which), runs in products.items():
         label = f"product, {'first run' if which == 'first' else 'next night'}"
         label += f", {partitions} partitions (threads)" if partitions > 1 else ""
-        print(f"{label:46}{figures['seconds']:>10.1f}{peak_mb:>10.0f}")
+        peak_mb = max(peak for _, peak in runs)
+        print(f"{label:46}{_figure([figures['seconds'] for figures, _ in runs], peak_mb)}")
         for name in ("extract", "model", "write"):
-            print(f"{'  ' + name:46}{figures[name + '_seconds']:>10.1f}")
+            print(f"{'  ' + name:46}{_figure([figures[name + '_seconds'] for figures, _ in runs])}")
     print(f"{'naive notebook way':46}{naive['seconds']:>10.1f}{naive_mb:>10.0f}")
     for name in ("read_sql", "features", "model", "to_sql"):
         print(f"{'  ' + name:46}{naive[name + '_seconds']:>10.1f}")
-    for (partitions, which), (figures, peak_mb) in products.items():
+    for (partitions, which), runs in products.items():
         label = f"{'first run' if which == 'first' else 'next night'}" + (
             f", {partitions} partitions" if partitions > 1 else ""
         )
-        ratio = figures["seconds"] / aggregation["seconds"]
-        same_shape = (
-            f", / its 2-partition aggregation {figures['seconds'] / aggregations[2]['seconds']:.2f}"
-            if partitions == 2
-            else ""
-        )
+        seconds = [figures["seconds"] for figures, _ in runs]
+        # each round's product run against the same round's aggregation
+        ratios = [run / query for run, query in zip(seconds, aggregation, strict=True)]
+        same_shape = ""
+        if partitions == 2:
+            two_range = [f["seconds"] for f in aggregations[2]]
+            shaped = [run / query for run, query in zip(seconds, two_range, strict=True)]
+            same_shape = f", / its 2-partition aggregation {_ratio(shaped)}"
         print(
-            f"{label}: naive / product {naive['seconds'] / figures['seconds']:.1f}x faster (target >= 10x); "
-            f"product / aggregation {ratio:.2f}{same_shape} (target <= 1.5); peak {peak_mb:.0f} MB (target <= 600)"
+            f"{label}: naive / product {naive['seconds'] / statistics.median(seconds):.1f}x faster (target >= 10x); "
+            f"product / aggregation {_ratio(ratios)}{same_shape} (target <= 1.5); "
+            f"peak {max(peak for _, peak in runs):.0f} MB (target <= 600)"
         )
     if partitions_figures:
         one, two = partitions_figures["one_query_seconds"], partitions_figures["two_partitions_seconds"]
