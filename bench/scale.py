@@ -10,7 +10,7 @@ on the same synthetic transactions in PostgreSQL, measured in the same run.
 Each runs in a child process of its own, so its peak memory (max RSS) is its own. The naive and the
 product features are compared: counts exact, money to the cent. Run:
 
-    uv run python bench/scale.py --rows 1000000 [--index] [--url postgresql+psycopg://postgres@127.0.0.1/postgres]
+    uv run python bench/scale.py --rows 1000000 [--index] [--partitions] [--repeat 3] [--url postgresql+psycopg://...]
 
 The data stays in schema ``bench_scale`` between runs of the same size (``--fresh`` reloads it).
 ``--index`` creates the covering index of ``segments index`` first (without it, it is dropped), so
@@ -19,7 +19,9 @@ own as the nightly job runs: a first run into empty output tables (every custome
 history), then the next night's run (as-of one day later, a refit; only customers who moved are
 written to the history); both are reported. ``--partitions`` also runs both with the aggregation in
 2 customer-id ranges on threads (``SEGMENTS_PARTITIONS=2``), and times the extract alone in 2
-partitions on a local Dask cluster (prefect-dask), against one query.
+partitions on a local Dask cluster (prefect-dask), against one query. ``--repeat N`` measures the
+aggregations and product runs N times, round after round, and prints medians and ranges; each ratio
+compares runs of the same round (the naive way runs once).
 """
 
 from __future__ import annotations
