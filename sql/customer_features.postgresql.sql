@@ -55,13 +55,17 @@ customers as (
     group by customer_id
 )
 
+-- Whole days through date_part, which returns double precision: extract(epoch ...) returns numeric
+-- since PostgreSQL 14, and its numeric division and floor for two columns of every customer cost
+-- about 1.2 s of the 8 s aggregation at 877k customers (date_part: about 0.5 s). A double holds an
+-- interval's seconds to the microsecond for far more than a century, so the floor is the same.
 select
     customer_id,
     frequency,
     cast(monetary as double precision) as monetary,
     cast(case when frequency > 0 then monetary / frequency end as double precision) as avg_order_value,
-    cast(floor(extract(epoch from cast(:as_of_ts as {{ time_type }}) - last_order_at) / 86400) as bigint)
+    cast(floor(date_part('epoch', cast(:as_of_ts as {{ time_type }}) - last_order_at) / 86400) as bigint)
         as recency_days,
-    cast(floor(extract(epoch from cast(:as_of_ts as {{ time_type }}) - first_order_at) / 86400) as bigint)
+    cast(floor(date_part('epoch', cast(:as_of_ts as {{ time_type }}) - first_order_at) / 86400) as bigint)
         as tenure_days
 from customers

@@ -304,6 +304,28 @@ def test_rows_far_in_the_past_and_the_as_of_boundary(backend: Backend) -> None:
     )
 
 
+def test_whole_days_hold_to_the_microsecond_over_decades(postgres_url: str, pg_schema: str) -> None:
+    """PostgreSQL keeps microseconds: a row one microsecond after midnight 74 years before as-of is a
+    day younger than one at midnight (the day count goes through a double of seconds)."""
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    midnight = datetime(1950, 3, 1)
+    rows = [
+        ("A", "o1", midnight + timedelta(microseconds=1), Decimal("1")),
+        ("B", "o2", midnight, Decimal("1")),
+        ("C", "o3", datetime.combine(AS_OF, datetime.min.time()) - timedelta(microseconds=1), Decimal("1")),
+    ]
+    create_transactions_table(backend.engine(), rows=rows, schema=backend.schema)
+
+    result = run_extract(backend, order_id_column="order_id")
+
+    days = (AS_OF - midnight.date()).days
+    assert_features_equal(
+        features_by_customer(result.features),
+        {"A": (days - 1, 1, 1.0, 1.0, days - 1), "B": (days, 1, 1.0, 1.0, days), "C": (0, 1, 1.0, 1.0, 0)},
+    )
+    backend.dispose()
+
+
 def test_a_view_with_mixed_case_columns_and_float_customer_ids(postgres_url: str, pg_schema: str) -> None:
     """The shape of public retail exports: quoted mixed-case names, ids as floats, quantity x price,
     cancellations as their own negative invoices."""
