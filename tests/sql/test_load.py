@@ -141,6 +141,27 @@ def test_the_output_check_counts_duplicate_ids_unless_a_key_rules_them_out(postg
     assert counted.customers_written == skipped.customers_written == 301
 
 
+def test_the_write_transaction_has_its_memory_and_no_jit(
+    postgres_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend)
+    seen: list[tuple[str, str]] = []
+    original = load._update_history
+
+    def noting_settings(conn, tables, as_of):  # type: ignore[no-untyped-def]
+        seen.append(conn.exec_driver_sql("select current_setting('work_mem'), current_setting('jit')").one())
+        return original(conn, tables, as_of)
+
+    monkeypatch.setattr(load, "_update_history", noting_settings)
+    run_without_prefect(backend)
+
+    assert seen == [(load.WRITE_WORK_MEM, "off")]
+    with backend.engine().connect() as conn:  # local to the write transaction
+        assert conn.exec_driver_sql("select current_setting('jit')").scalar_one() == "on"
+    backend.dispose()
+
+
 def test_integer_customer_ids_keep_their_type(backend: Backend) -> None:
     load_synthetic(backend, integer_ids=True)
 
