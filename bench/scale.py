@@ -14,14 +14,15 @@ product features are compared: counts exact, money to the cent. Run:
 
 The data stays in schema ``bench_scale`` between runs of the same size (``--fresh`` reloads it).
 ``--index`` creates the covering index of ``segments index`` first (without it, it is dropped), so
-both plans can be measured on the same data. The product runs twice, each run in a process of its
-own as the nightly job runs: a first run into empty output tables (every customer enters the
-history), then the next night's run (as-of one day later, a refit; only customers who moved are
-written to the history); both are reported. ``--partitions`` also runs both with the aggregation in
-2 customer-id ranges on threads (``SEGMENTS_PARTITIONS=2``), and times the extract alone in 2
-partitions on a local Dask cluster (prefect-dask), against one query. ``--repeat N`` measures the
-aggregations and product runs N times, round after round, and prints medians and ranges; each ratio
-compares runs of the same round (the naive way runs once).
+both plans can be measured on the same data. The product runs three nights, each run in a process of
+its own as the nightly job runs: a first run into empty output tables (every customer enters the
+history), the next night's run (as-of one day later, a refit; only customers who moved are written
+to the history), and the night after, when K changes from 5 to 3 (a third of the customers move:
+the history's indexes are rebuilt instead of updated row by row). ``--partitions`` also runs the
+first two nights with the aggregation in 2 customer-id ranges on threads (``SEGMENTS_PARTITIONS=2``),
+and times the extract alone in 2 partitions on a local Dask cluster (prefect-dask), against one
+query. ``--repeat N`` measures the aggregations and product runs N times, round after round, and
+prints medians and ranges; each ratio compares runs of the same round (the naive way runs once).
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ from pathlib import Path
 
 AS_OF = date(2024, 3, 1)
 NEXT_AS_OF = date(2024, 3, 2)
+RESHUFFLE_AS_OF = date(2024, 3, 3)
+RESHUFFLE_K = 3  # the night after the next, K changes: about a third of the customers move
 SCHEMA = "bench_scale"
 LINES_PER_CUSTOMER = 11.4  # what tasks.synthetic produces on average
 K = 5
+NIGHT_AS_OF = {"first": AS_OF, "next": NEXT_AS_OF, "reshuffle": RESHUFFLE_AS_OF}
+NIGHTS = {"first": "first run", "next": "next night", "reshuffle": f"night K changes {K} -> {RESHUFFLE_K}"}
 
 
 def settings_for(url: str, **overrides: object):  # type: ignore[no-untyped-def]
@@ -52,10 +57,9 @@ def settings_for(url: str, **overrides: object):  # type: ignore[no-untyped-def]
         source_table=f"{SCHEMA}.transactions",
         output_schema=SCHEMA,
         order_id_column="order_id",
-        n_clusters=K,
         model_policy="refit",
         force=True,
-        **overrides,
+        **({"n_clusters": K} | overrides),
     )
 
 
@@ -169,18 +173,26 @@ def step_product(url: str, which: str, partitions: int) -> dict[str, float]:
     from tasks.database import make_engine
     from tasks.pipeline import run_pipeline
 
+    engine = make_engine(url)
     if which == "first":
-        engine = make_engine(url)
         with engine.begin() as conn:  # a first run: no output table yet
             conn.exec_driver_sql(f"drop view if exists {SCHEMA}.segment_transitions")
             for table in (*OUTPUTS[1:], *OUTPUTS_AFTER_VIEW):
                 conn.exec_driver_sql(f"drop table if exists {SCHEMA}.{table} cascade")
-        engine.dispose()
+    as_of, clusters = NIGHT_AS_OF[which], RESHUFFLE_K if which == "reshuffle" else K
     started = time.perf_counter()
-    run = run_pipeline(settings_for(url, partitions=partitions), AS_OF if which == "first" else NEXT_AS_OF)
+    run = run_pipeline(settings_for(url, partitions=partitions, n_clusters=clusters), as_of)
     figures = {"seconds": time.perf_counter() - started}
     figures |= {f"{name}_seconds": value for name, value in run.seconds.items()}
     figures["customers"] = float(len(run.outcome.segments.assignments))
+    with engine.connect() as conn:  # customers who entered the history (moved or new) this night
+        figures["moved"] = float(
+            conn.exec_driver_sql(
+                f"select count(*) from {SCHEMA}.customer_segment_history where valid_from = %(as_of)s",
+                {"as_of": as_of},
+            ).scalar_one()
+        )
+    engine.dispose()
     return figures
 
 
@@ -225,8 +237,9 @@ def step_partitions(url: str) -> dict[str, float]:
     return {"one_query_seconds": one_query, "two_partitions_seconds": two_partitions}
 
 
-def step_naive(url: str, features_csv: str) -> dict[str, float]:
-    """The notebook way, written as the notebooks write it, computing the product's definitions."""
+def step_naive(url: str, features_csv: str, which: str) -> dict[str, float]:
+    """The notebook way, written as the notebooks write it, computing the product's definitions as of
+    the date of the product's night ``which``: its last run, whose table the features are compared with."""
     import numpy as np
     import pandas as pd
     import sqlalchemy as sa
@@ -239,7 +252,7 @@ def step_naive(url: str, features_csv: str) -> dict[str, float]:
     rows = pd.read_sql(f"select * from {SCHEMA}.transactions", engine)
     timings["read_sql_seconds"] = time.perf_counter() - started
     clock = time.perf_counter()
-    as_of = pd.Timestamp(NEXT_AS_OF)  # the date of the product's last run, whose table it is compared with
+    as_of = pd.Timestamp(NIGHT_AS_OF[which])
     rows = rows.dropna(subset=["customer_id", "occurred_at", "amount"])
     rows = rows[rows["occurred_at"] < as_of]
     rows["amount"] = rows["amount"].astype(float)
@@ -371,7 +384,7 @@ def main() -> None:
             "load": lambda: step_load(args.url, args.rows, args.fresh, args.index),
             "aggregation": lambda: step_aggregation(args.url, args.product_partitions),
             "product": lambda: step_product(args.url, args.which, args.product_partitions),
-            "naive": lambda: step_naive(args.url, args.features_csv),
+            "naive": lambda: step_naive(args.url, args.features_csv, args.which),
             "partitions": lambda: step_partitions(args.url),
         }[args.step]()
         print(json.dumps(figures))
@@ -390,7 +403,9 @@ def main() -> None:
     # compares runs made moments apart (this machine's speed drifts by up to 40% over minutes).
     aggregations: dict[int, list[dict[str, float]]] = {1: [], 2: []} if args.partitions else {1: []}
     products: dict[tuple[int, str], list[tuple[dict[str, float], float]]] = {
-        (partitions, which): [] for partitions in ((1, 2) if args.partitions else (1,)) for which in ("first", "next")
+        (partitions, which): []
+        for partitions in ((1, 2) if args.partitions else (1,))
+        for which in (("first", "next", "reshuffle") if partitions == 1 else ("first", "next"))
     }
     for _ in range(args.repeat):
         for partitions, figures in aggregations.items():
@@ -400,7 +415,8 @@ def main() -> None:
                 aggregation_mb = peak_mb
         for (partitions, which), runs in products.items():
             runs.append(run_child("product", args.url, "--which", which, "--product-partitions", str(partitions)))
-    naive, naive_mb = run_child("naive", args.url, "--features-csv", features_csv)
+    last_night = list(products)[-1][1]  # the product's table is the last run's
+    naive, naive_mb = run_child("naive", args.url, "--features-csv", features_csv, "--which", last_night)
     verdict = compare_features(args.url, features_csv)
     partitions_figures = run_child("partitions", args.url)[0] if args.partitions else None
     os.unlink(features_csv)
@@ -418,19 +434,19 @@ def main() -> None:
     if 2 in aggregations:
         print(f"{'bare aggregation, 2 partitions at once':46}{_figure([f['seconds'] for f in aggregations[2]])}")
     for (partitions, which), runs in products.items():
-        label = f"product, {'first run' if which == 'first' else 'next night'}"
+        label = f"product, {NIGHTS[which]}"
         label += f", {partitions} partitions (threads)" if partitions > 1 else ""
         peak_mb = max(peak for _, peak in runs)
         print(f"{label:46}{_figure([figures['seconds'] for figures, _ in runs], peak_mb)}")
         for name in ("extract", "model", "write"):
             print(f"{'  ' + name:46}{_figure([figures[name + '_seconds'] for figures, _ in runs])}")
+        moved = statistics.median(figures["moved"] for figures, _ in runs)
+        print(f"{'  customers who entered the history':46}{moved:>10,.0f}")
     print(f"{'naive notebook way':46}{naive['seconds']:>10.1f}{naive_mb:>10.0f}")
     for name in ("read_sql", "features", "model", "to_sql"):
         print(f"{'  ' + name:46}{naive[name + '_seconds']:>10.1f}")
     for (partitions, which), runs in products.items():
-        label = f"{'first run' if which == 'first' else 'next night'}" + (
-            f", {partitions} partitions" if partitions > 1 else ""
-        )
+        label = NIGHTS[which] + (f", {partitions} partitions" if partitions > 1 else "")
         seconds = [figures["seconds"] for figures, _ in runs]
         # each round's product run against the same round's aggregation
         ratios = [run / query for run, query in zip(seconds, aggregation, strict=True)]
