@@ -32,8 +32,18 @@ create table if not exists {{ customer_segment_history }} (
     primary key (customer_id, valid_from)
 );
 
+-- The open rows by customer: every run joins them with all its customers. On PostgreSQL the index also
+-- holds segment_id, so that join reads the index alone instead of open rows spread over a history that
+-- grows every night (877k customers in a history of 3.5M rows in random order: 1.0-1.2 s instead of
+-- 1.4 s). It replaces the index of earlier versions without segment_id.
+{% if postgresql %}
+drop index if exists {{ previous_open_index }};
+create index if not exists customer_segment_history_open_rows_idx
+    on {{ customer_segment_history }} (customer_id) include (segment_id) where valid_to is null;
+{% else %}
 create index if not exists customer_segment_history_open_idx
     on {{ customer_segment_history }} (customer_id) where valid_to is null;
+{% endif %}
 
 -- The history grows every night; each run looks up the rows of its as-of date (re-run undo, latest
 -- date) by these instead of reading the whole history.

@@ -665,6 +665,8 @@ def _ensure_customer_segments(
         customer_segments=tables.customer_segments,
         customer_segment_history=tables.customer_segment_history,
         customer_id_type=SqlKeyword(wanted),
+        postgresql=settings.dialect == "postgresql",
+        previous_open_index=quote_table(conn, "customer_segment_history_open_idx", tables.schema_name),
         **_ddl_types(settings.dialect),
     )
     _run_script(conn, script)

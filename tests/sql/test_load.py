@@ -364,6 +364,35 @@ def test_a_night_when_many_customers_move_rebuilds_the_history_indexes_and_a_qui
     backend.dispose()
 
 
+def test_the_open_rows_index_of_an_earlier_version_is_replaced_by_one_holding_the_segment(
+    postgres_url: str, pg_schema: str
+) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=100)
+    run_without_prefect(backend)
+    history = f"{pg_schema}.customer_segment_history"
+    with backend.engine().begin() as conn:  # as an earlier version left it
+        conn.exec_driver_sql(f"drop index {pg_schema}.customer_segment_history_open_rows_idx")
+        conn.exec_driver_sql(
+            f"create index customer_segment_history_open_idx on {history} (customer_id) where valid_to is null"
+        )
+
+    run_without_prefect(backend, as_of=date(2024, 3, 2))
+
+    with backend.engine().connect() as conn:
+        indexes = dict(
+            conn.execute(
+                sa.text("select indexname, indexdef from pg_indexes where schemaname = :s and tablename = :t"),
+                {"s": pg_schema, "t": "customer_segment_history"},
+            ).all()
+        )
+    assert "customer_segment_history_open_idx" not in indexes
+    assert indexes["customer_segment_history_open_rows_idx"].endswith(
+        "USING btree (customer_id) INCLUDE (segment_id) WHERE (valid_to IS NULL)"
+    )
+    backend.dispose()
+
+
 def test_copy_sends_the_rows_in_batches_and_loses_none(
     postgres_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
