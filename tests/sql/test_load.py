@@ -282,13 +282,18 @@ def test_the_swap_fills_the_run_columns_from_defaults_and_leaves_none_behind(pos
     backend.dispose()
 
 
+def after_a_first_run(postgres_url: str, pg_schema: str, customers: int, **overrides: object) -> tuple[Backend, str]:
+    """A PostgreSQL backend after a first run on ``customers`` synthetic customers, and its history table."""
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=customers)
+    run_without_prefect(backend, **overrides)
+    return backend, f"{pg_schema}.customer_segment_history"
+
+
 def test_a_first_history_is_filled_without_its_indexes_and_gets_every_one_back(
     postgres_url: str, pg_schema: str
 ) -> None:
-    backend = Backend("postgresql", postgres_url, pg_schema)
-    load_synthetic(backend, customers=200)
-    run_without_prefect(backend)
-    history = f"{pg_schema}.customer_segment_history"
+    backend, history = after_a_first_run(postgres_url, pg_schema, customers=200)
     index_query = sa.text(
         "select pg_get_indexdef(indexrelid), indexrelid from pg_index where indrelid = cast(:t as regclass) order by 1"
     )
@@ -314,10 +319,7 @@ def test_a_first_history_is_filled_without_its_indexes_and_gets_every_one_back(
 def test_a_night_when_many_customers_move_rebuilds_the_history_indexes_and_a_quiet_one_keeps_them(
     postgres_url: str, pg_schema: str
 ) -> None:
-    backend = Backend("postgresql", postgres_url, pg_schema)
-    load_synthetic(backend, customers=300)
-    run_without_prefect(backend, n_clusters=5)
-    history = f"{pg_schema}.customer_segment_history"
+    backend, history = after_a_first_run(postgres_url, pg_schema, customers=300, n_clusters=5)
     index_query = sa.text(
         "select pg_get_indexdef(indexrelid), indexrelid from pg_index where indrelid = cast(:t as regclass) order by 1"
     )
@@ -367,10 +369,7 @@ def test_a_night_when_many_customers_move_rebuilds_the_history_indexes_and_a_qui
 def test_the_open_rows_index_of_an_earlier_version_is_replaced_by_one_holding_the_segment(
     postgres_url: str, pg_schema: str
 ) -> None:
-    backend = Backend("postgresql", postgres_url, pg_schema)
-    load_synthetic(backend, customers=100)
-    run_without_prefect(backend)
-    history = f"{pg_schema}.customer_segment_history"
+    backend, history = after_a_first_run(postgres_url, pg_schema, customers=100)
     with backend.engine().begin() as conn:  # as an earlier version left it
         conn.exec_driver_sql(f"drop index {pg_schema}.customer_segment_history_open_rows_idx")
         conn.exec_driver_sql(
