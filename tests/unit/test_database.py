@@ -55,11 +55,15 @@ def test_the_output_ddl_takes_its_types_from_the_dialect_map() -> None:
         customer_segments=QuotedIdentifier("s.customer_segments"),
         customer_segment_history=QuotedIdentifier("s.customer_segment_history"),
         customer_id_type=SqlKeyword("bigint"),
+        postgresql=True,
+        previous_open_index=QuotedIdentifier("s.customer_segment_history_open_idx"),
         **_ddl_types("postgresql"),
     )
 
     assert "customer_id bigint primary key" in sql
     assert "scored_at timestamptz not null" in sql
+    assert "drop index if exists s.customer_segment_history_open_idx;" in sql
+    assert "(customer_id) include (segment_id) where valid_to is null" in sql
     assert "{{" not in sql
 
 
