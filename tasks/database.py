@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from tasks.errors import DatabaseUnavailableError
+from tasks.errors import DatabaseUnavailableError, LockTimeoutError
 from tasks.settings import check_identifier, mask_url, split_table_name
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -182,10 +182,11 @@ def scrub(message: str, url: str) -> str:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether retrying may help: the database was unreachable, or PostgreSQL aborted the transaction
-    for a serialization failure or a deadlock. A missing table, a bad column or a failed check is
+    """Whether retrying may help: the database was unreachable, the write waited too long for a lock
+    held by another session, or PostgreSQL aborted the transaction for a serialization failure or a
+    deadlock. A missing table, a bad column or a failed check is
     permanent and fails at once."""
-    if isinstance(error, DatabaseUnavailableError):
+    if isinstance(error, DatabaseUnavailableError | LockTimeoutError):
         return True
     if isinstance(error, DBAPIError):
         import psycopg.errors

@@ -28,6 +28,11 @@ class DatabaseUnavailableError(SegmentsError):
     """The database cannot be reached (refused, unknown host, bad credentials). Usually transient."""
 
 
+class LockTimeoutError(SegmentsError):
+    """The write waited too long for a lock another session holds on an output table; nothing was
+    written. Usually transient (a long BI query): retried."""
+
+
 class ModelError(SegmentsError):
     """The data cannot be segmented as asked (e.g. fewer customers than segments)."""
 

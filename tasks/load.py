@@ -37,7 +37,7 @@ from tasks.database import (
     scrub,
     split_statements,
 )
-from tasks.errors import SourceError
+from tasks.errors import LockTimeoutError, SourceError
 from tasks.gates import OutputFigures, check_output
 from tasks.lifecycle import StoredModel
 from tasks.model import MODEL_FORMAT_VERSION
@@ -288,6 +288,10 @@ def write_run_outputs(
                 # JIT-compiling the history statement cost 20 ms on a quiet night and 370 ms when half
                 # the customers moved (its estimates then pass jit_optimize_above_cost); it runs once
                 conn.execute(sa.text("select set_config('jit', 'off', true)"))
+                # The swap and a history index rebuild need an exclusive lock: behind a long BI query
+                # the write would wait without end, and every reader coming later would queue behind it
+                timeout = f"{round(settings.lock_timeout_seconds * 1000)}ms"
+                conn.execute(sa.text("select set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
             tables = ensure_run_tables(conn, settings)
             _ensure_customer_segments(
                 conn, settings, tables, customer_id_is_integer, _attribute_kinds(segments.assignments)
@@ -324,6 +328,15 @@ def write_run_outputs(
                 .where(runs.c.run_id == run_id)
                 .values(status="succeeded", finished_at=datetime.now(UTC), **_clean(run_fields))
             )
+    except sa.exc.DBAPIError as error:
+        if isinstance(error.orig, psycopg.errors.LockNotAvailable):
+            raise LockTimeoutError(
+                f"the write waited more than {settings.lock_timeout_seconds:g} s for a lock on an output table "
+                f"({describe_outputs(settings)}) held by another session (a long query, or a session idle in a "
+                "transaction: see pg_stat_activity); nothing was written. The flow retries; "
+                "SEGMENTS_LOCK_TIMEOUT_SECONDS sets the wait"
+            ) from None
+        raise
     finally:
         engine.dispose()
     return history_updated

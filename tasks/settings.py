@@ -90,6 +90,9 @@ class SegmentSettings(BaseSettings):
     customer_table: str | None = None
     features: Annotated[tuple[str, ...], NoDecode] = ("recency_days", "frequency", "monetary")
     output_schema: str = "public"
+    # how long the write waits for a lock on an output table held by another session (a BI query)
+    # before it gives up and rolls back; meanwhile, readers that come later queue behind it
+    lock_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # --- how to segment (same names as the flow parameters and CLI options) ------------------------
     as_of: date | None = None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from tasks import load
+from tasks.database import is_transient
+from tasks.errors import LockTimeoutError
 from tasks.locking import RunInProgressError, run_lock
 from tasks.settings import load_settings
 from tests.conftest import Backend
@@ -99,3 +102,32 @@ def test_serialization_failures_and_lost_connections_are_transient_missing_table
 
     assert is_transient(serialization.value) and is_transient(deadlock.value) and is_transient(refused.value)
     assert not is_transient(missing.value) and not is_transient(no_table.value)
+
+
+def test_a_write_behind_a_long_reader_gives_up_after_the_lock_timeout_and_writes_nothing(
+    postgres_url: str, pg_schema: str
+) -> None:
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=100)
+    first = run_without_prefect(backend)
+    reader = backend.engine().connect()  # a BI query still running: a share lock on customer_segments
+    reader.execute(sa.text(f"select count(*) from {backend.table('customer_segments')}"))
+    # Without a lock timeout the write would wait for the reader, which lets go after 20 s
+    release = threading.Timer(20, reader.rollback)
+    release.start()
+    try:
+        with pytest.raises(LockTimeoutError, match="SEGMENTS_LOCK_TIMEOUT_SECONDS") as raised:
+            run_without_prefect(backend, as_of=date(2024, 3, 2), lock_timeout_seconds=0.5)
+    finally:
+        release.cancel()
+        reader.rollback()
+        reader.close()
+    assert "more than 0.5 s" in str(raised.value) and is_transient(raised.value)
+    assert set(read(backend, "customer_segments")["run_id"]) == {first}  # nothing was written
+    runs = read(backend, "segment_runs").set_index("as_of")
+    assert runs.loc[date(2024, 3, 2), "status"] == "failed"
+
+    run_without_prefect(backend, as_of=date(2024, 3, 2), lock_timeout_seconds=0.5)  # the reader is gone
+
+    assert set(read(backend, "customer_segments")["as_of"]) == {date(2024, 3, 2)}
+    backend.dispose()
