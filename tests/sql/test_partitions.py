@@ -165,7 +165,7 @@ def test_partitions_are_ranges_of_the_customer_id_cut_from_a_sample(
 def test_the_plain_pipeline_runs_partitions_on_threads_over_a_view(shop: Backend) -> None:
     from tasks.attributes import extract_run_input
 
-    with shop.engine().begin() as conn:  # a view cannot be block-sampled: its ids are read whole
+    with shop.engine().begin() as conn:  # a small view: its ids are read whole
         conn.exec_driver_sql(
             f"create view {shop.table('transactions_view')} as select * from {shop.table('transactions')}"
         )
@@ -175,6 +175,49 @@ def test_the_plain_pipeline_runs_partitions_on_threads_over_a_view(shop: Backend
 
     pd.testing.assert_frame_equal(partitioned.features, whole.features)
     assert partitioned.counts == whole.counts
+    shop.dispose()
+
+
+def test_a_large_view_and_a_table_never_analyzed_are_cut_from_a_sample_not_read_whole(
+    shop: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.partitions as partitions
+
+    with shop.engine().begin() as conn:
+        conn.exec_driver_sql(
+            f"create view {shop.table('transactions_view')} as select * from {shop.table('transactions')}"
+        )
+        # a table just loaded, before any ANALYZE: its size is unknown to pg_class (reltuples -1)
+        conn.exec_driver_sql(
+            f"create table {shop.table('transactions_new')} as select * from {shop.table('transactions')}"
+        )
+        total = conn.exec_driver_sql(f"select count(*) from {shop.table('transactions')}").scalar_one()
+    monkeypatch.setattr(partitions, "SAMPLE_ROWS", 500)  # the shop's ~4,500 rows count as large
+    statements: list[str] = []
+
+    def keep_bounds_queries(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "percentile_disc" in statement:  # the query without its comment lines
+            statements.append("\n".join(line for line in statement.lower().splitlines() if not line.startswith("--")))
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", keep_bounds_queries)
+    try:
+        cuts = {
+            source: partitions.partition_bounds(
+                load_settings(**shop.settings(source_table=f"{shop.schema}.{source}")), 2
+            )
+            for source in ("transactions_view", "transactions_new")
+        }
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", keep_bounds_queries)
+    view_query, table_query = statements
+    assert "random() <" in view_query and "tablesample" not in view_query  # rows drawn as the view is read
+    assert "tablesample system" in table_query  # blocks of the table, its size from the planner
+    with shop.engine().connect() as conn:
+        for (cut,) in cuts.values():  # a median from a sample: roughly half the rows on each side
+            below = conn.execute(
+                sa.text(f"select count(*) from {shop.table('transactions')} where customer_id < :cut"), {"cut": cut}
+            ).scalar_one()
+            assert 0.25 * total < below < 0.75 * total
     shop.dispose()
 
 
