@@ -184,8 +184,7 @@ def scrub(message: str, url: str) -> str:
 def is_transient(error: BaseException) -> bool:
     """Whether retrying may help: the database was unreachable, the write waited too long for a lock
     held by another session, or PostgreSQL aborted the transaction for a serialization failure or a
-    deadlock. A missing table, a bad column or a failed check is
-    permanent and fails at once."""
+    deadlock. A missing table, a bad column or a failed check is permanent and fails at once."""
     if isinstance(error, DatabaseUnavailableError | LockTimeoutError):
         return True
     if isinstance(error, DBAPIError):

@@ -96,12 +96,13 @@ SAMPLE_ROWS = 200_000
 def partition_bounds(settings: SegmentSettings, partitions: int) -> tuple[Any, ...]:
     """Customer ids that cut the source into ``partitions`` ranges of about equal rows: quantiles of a
     sample of about :data:`SAMPLE_ROWS` rows of a large source (a ``TABLESAMPLE SYSTEM`` block sample
-    of a table; rows drawn at random as a view, or a table never analyzed, is read), of every row of a
-    small one. Equal cuts (an id holding many rows) collapse into one, so fewer partitions may come
-    back than asked for; a range may hold no customer, which is harmless.
+    of a table; of a view, rows drawn at random as it is read), of every row of a small one. Equal cuts
+    (an id holding many rows) collapse into one, so fewer partitions may come back than asked for; a
+    range may hold no customer, which is harmless.
 
-    A view's size is the planner's estimate: sorting every id of a 10M-row view took 10.5 s here,
-    reading it with a row sample 0.9 s (a block sample of the table: 0.2 s)."""
+    The size of a view, or of a table never analyzed, is the planner's estimate. Sorting every id of a
+    10M-row view took 10.5 s here, reading it with a row sample 0.9 s (a block sample of the table:
+    0.2 s)."""
     if partitions < 2:
         return ()
     url = settings.database_url.get_secret_value()
