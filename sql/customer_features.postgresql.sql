@@ -59,11 +59,14 @@ customers as (
 -- since PostgreSQL 14, and its numeric division and floor for two columns of every customer cost
 -- about 1.2 s of the 8 s aggregation at 877k customers (date_part: about 0.5 s). A double holds an
 -- interval's seconds to the microsecond for far more than a century, so the floor is the same.
+-- monetary leaves as the exact numeric text, which the reader parses straight into a double, and
+-- the average order value (monetary / frequency) is divided by the reader: a cast to double precision
+-- (numeric_float8 prints and parses the number) and a numeric division for every customer cost about
+-- 0.9 s of the 8 s aggregation at 877k customers.
 select
     customer_id,
     frequency,
-    cast(monetary as double precision) as monetary,
-    cast(case when frequency > 0 then monetary / frequency end as double precision) as avg_order_value,
+    monetary,
     cast(floor(date_part('epoch', cast(:as_of_ts as {{ time_type }}) - last_order_at) / 86400) as bigint)
         as recency_days,
     cast(floor(date_part('epoch', cast(:as_of_ts as {{ time_type }}) - first_order_at) / 86400) as bigint)

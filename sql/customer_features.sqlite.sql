@@ -53,7 +53,6 @@ select
     customer_id,
     frequency,
     net_micros / 1000000.0 as monetary,
-    case when frequency > 0 then net_micros / 1000000.0 / frequency end as avg_order_value,
     cast(round((julianday(:as_of) - last_order_jd) * 86400000) as integer) / 86400000 as recency_days,
     cast(round((julianday(:as_of) - first_order_jd) * 86400000) as integer) / 86400000 as tenure_days
 from customers
