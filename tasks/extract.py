@@ -9,17 +9,22 @@ from __future__ import annotations
 import difflib
 import io
 import re
+import select
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
+from psycopg import pq
 from psycopg import sql as psql
+from psycopg.pq.abc import PGconn
 from sqlalchemy import Connection, Engine, inspect, text
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import postgresql
@@ -470,9 +475,8 @@ def fetch_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.Da
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
     cursor = driver_connection.cursor()
-    with cursor, cursor.copy(statement, params) as copy:
-        for block in copy:
-            buffer.write(block)
+    with cursor, cursor.copy(statement, params):
+        receive_copy_rows(driver_connection.pgconn, buffer.write, driver_connection.info.encoding)
     table = pacsv.read_csv(
         pa.BufferReader(buffer.getbuffer()),  # no copy; the parsed table does not keep the text
         convert_options=pacsv.ConvertOptions(
@@ -483,6 +487,39 @@ def fetch_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.Da
     # column by column, freeing each Arrow column once converted: the table and the frame never both
     # hold every column (the extract's peak memory at 877k customers fell by ~100 MB)
     return table.to_pandas(self_destruct=True, split_blocks=True)
+
+
+def receive_copy_rows(pgconn: PGconn, write: Callable[[memoryview], object], encoding: str) -> None:
+    """Hand every row of a ``COPY ... TO STDOUT`` that psycopg started to ``write``, then collect the
+    statement's result, raising its error (a failed query ends its rows early).
+
+    The server sends one message per row, and psycopg's ``Copy.read()`` runs a generator and a wait
+    for each: for 877k rows 1.2-1.6 s of a core, the core the aggregation needs. Here each row libpq
+    has already received is taken at once (``PQgetCopyData``, not waiting), 0.4 s in all, and the
+    socket is waited on only when none is there, as psycopg itself waits (the GIL is released).
+    """
+    socket = pgconn.socket
+    while True:
+        size, row = pgconn.get_copy_data(1)
+        if size > 0:
+            write(row)
+        elif size == 0:  # nothing received yet
+            select.select([socket], [], [])
+            pgconn.consume_input()
+        else:  # -1: the rows are done
+            break
+    error: psycopg.Error | None = None
+    while True:
+        while pgconn.is_busy():
+            select.select([socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+            error = psycopg.errors.error_from_result(result, encoding=encoding)
+    if error is not None:
+        raise error
 
 
 def _customer_id_value(customer_id: str, is_integer: bool) -> str | int:
