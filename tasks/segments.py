@@ -122,7 +122,14 @@ def quintile_scores(values: pd.Series, higher_is_better: bool = True) -> pd.Seri
     # of 0.16 s per score at 877k customers. A value's average rank is the middle of its run of ties.
     if np.isnan(ranked).any():
         raise ValueError("quintile scores of missing values")
-    _, inverse, ties = np.unique(ranked, return_inverse=True, return_counts=True)
+    lowest = ranked.min() if len(ranked) else 0.0
+    if len(ranked) and ranked.max() - lowest <= 4 * len(ranked) and np.array_equal(ranked, np.floor(ranked)):
+        # whole numbers in a narrow range (recency and tenure days, order counts): counted per value,
+        # no sort: 0.01 s instead of 0.11-0.17 s at 877k customers; empty values add no ties
+        inverse = (ranked - lowest).astype(np.int64)
+        ties = np.bincount(inverse)
+    else:
+        _, inverse, ties = np.unique(ranked, return_inverse=True, return_counts=True)
     percentile = (np.cumsum(ties) - (ties - 1) / 2)[inverse] / len(ranked)
     return pd.Series(np.clip(np.ceil(percentile * 5), 1, 5).astype("int64"), index=values.index)
 

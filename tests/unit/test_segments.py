@@ -75,7 +75,14 @@ def test_quintile_scores_share_ties_and_reverse_recency() -> None:
 
 def test_quintile_scores_match_pandas_average_percentile_ranks_with_many_ties() -> None:
     rng = np.random.default_rng(3)
-    for values in (pd.Series(rng.integers(0, 40, 5000).astype(float)), pd.Series(rng.lognormal(size=5000))):
+    samples = (
+        rng.integers(0, 40, 5000),  # whole numbers in a narrow range: counted per value
+        rng.integers(-300, 300, 5000),  # negative whole numbers too
+        rng.integers(0, 10**9, 5000),  # whole numbers spread wide: sorted
+        rng.lognormal(size=5000),  # fractions: sorted
+        np.full(5000, 7),  # one value for all: all tied
+    )
+    for values in (pd.Series(sample.astype(float)) for sample in samples):
         for higher_is_better in (True, False):
             ranked = values if higher_is_better else -values
             expected = (ranked.rank(method="average", pct=True) * 5).apply(np.ceil).clip(1, 5).astype("int64")
