@@ -8,6 +8,7 @@ errors that can pass (the database unreachable), never a missing table or column
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -359,8 +360,17 @@ def extract_partitions_flow(plan: PartitionPlan) -> list[pd.DataFrame]:
 
 def dask_task_runner(settings: SegmentSettings) -> Any:
     """prefect-dask's runner: the cluster at ``SEGMENTS_DASK_ADDRESS``, or a local one whose threads
-    (one per partition) wait on the database in parallel; the work itself runs in PostgreSQL."""
+    (one per partition) wait on the database in parallel; the work itself runs in PostgreSQL.
+
+    Dask logs its cluster's start and stop at INFO (about forty lines a run, "Scheduler at ...",
+    "Retire worker ..."): those are held back from the run's console and Prefect logs, its warnings
+    and errors still show."""
+    import dask
+
+    dask.config.set({"logging.distributed": "warning"})  # read when distributed is first imported
     from prefect_dask import DaskTaskRunner
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # in case it was imported before
 
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)

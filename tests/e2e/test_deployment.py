@@ -4,6 +4,7 @@ worker of the process pool, and the concurrency limit cancelling a second run.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -216,6 +217,11 @@ def test_partitions_run_in_parallel_on_a_local_dask_cluster(
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    # the local cluster starts and stops quietly: none of Dask's own INFO lines ("distributed.scheduler
+    # - State start", ...) reach the console; Prefect's one line saying it creates the cluster stays
+    dask_chatter = re.findall(r"\| INFO +\| distributed\.\S+ - .*", result.stdout + result.stderr)
+    assert not dask_chatter, dask_chatter[:5]
+    assert "Creating a new Dask cluster" in result.stdout + result.stderr
 
     # what the two partitions wrote is what one query computes
     with backend.engine().connect() as conn:
