@@ -118,8 +118,9 @@ def clusterable(features: pd.DataFrame) -> pd.Series:
 def quintile_scores(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
     """Score 1-5 by quintile of the population; ties share a score (average percentile rank)."""
     ranked = (values if higher_is_better else -values).to_numpy(dtype="float64")
-    # pandas' rank(method="average", pct=True), from one sort of the values (np.unique): 0.06 s instead
-    # of 0.16 s per score at 877k customers. A value's average rank is the middle of its run of ties.
+    # pandas' rank(method="average", pct=True), from the count of each value (its ties) instead of
+    # pandas' rank: 0.06 s instead of 0.16 s per score at 877k customers with a sort (np.unique), less
+    # without. A value's average rank is the middle of its run of ties.
     if np.isnan(ranked).any():
         raise ValueError("quintile scores of missing values")
     lowest = ranked.min() if len(ranked) else 0.0
