@@ -380,7 +380,15 @@ def _swap_in_assignments(
     constants = _run_constants(assignments)
     if constants:
         _set_column_defaults(conn, schema, _NEXT_ASSIGNMENTS, constants)
-    _insert_assignments(conn, settings, tables, assignments, into=_NEXT_ASSIGNMENTS, skip=set(constants))
+    _insert_assignments(
+        conn,
+        settings,
+        tables,
+        assignments,
+        into=_NEXT_ASSIGNMENTS,
+        skip=set(constants),
+        created_in_this_transaction=True,
+    )
     if constants:
         conn.execute(sa.text(load_sql("drop_constant_column_defaults", table=following)))
     grants = conn.execute(
@@ -730,6 +738,7 @@ def _insert_assignments(
     assignments: pd.DataFrame,
     into: str = "customer_segments",
     skip: Collection[str] = (),
+    created_in_this_transaction: bool = False,
 ) -> None:
     """Write the assignment rows into ``into`` (``customer_segments``, or the table about to replace
     it); the ``skip`` columns are left to the table's defaults (PostgreSQL)."""
@@ -737,7 +746,7 @@ def _insert_assignments(
         return
     columns = [column for column in assignments.columns if column not in skip]  # fixed columns, then attributes
     if settings.dialect == "postgresql":
-        copy_rows_into(conn, tables.schema_name, into, columns, assignments)
+        copy_rows_into(conn, tables.schema_name, into, columns, assignments, freeze=created_in_this_transaction)
         return
     table = tables.table(into, _ASSIGNMENT_TYPES | dict.fromkeys(columns[len(_ASSIGNMENT_TYPES) :]))
     conn.execute(table.insert(), _records(assignments[columns], set()))
@@ -746,8 +755,16 @@ def _insert_assignments(
 COPY_BATCH_ROWS = 50_000
 
 
-def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: list[str], frame: pd.DataFrame) -> None:
+def copy_rows_into(
+    conn: Connection, schema: str | None, table: str, columns: list[str], frame: pd.DataFrame, *, freeze: bool = False
+) -> None:
     """Write ``frame`` with PostgreSQL ``COPY ... FROM STDIN`` on the transaction's own connection.
+
+    ``freeze`` (only for a table created in this transaction) writes the rows frozen and their pages
+    all-visible, as a VACUUM would leave them: the first reader after the commit does not rewrite
+    every page to set hint bits (at 877k assignments its first full scan took 59 ms instead of 35 ms),
+    and index-only scans on the key work at once. It cost the COPY nothing measurable (0.66-0.71 s
+    either way). Other sessions cannot see the table before the commit, so no one sees rows early.
 
     Names are validated, then composed by psycopg's ``sql.Identifier``, which quotes them. The CSV
     payload is rendered by Arrow's multi-threaded writer (at 877k rows: 0.5 s, where pandas' to_csv
@@ -760,8 +777,10 @@ def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: li
         if name is not None:
             check_identifier(name, "name")
     target = psql.Identifier(schema, table) if schema else psql.Identifier(table)
-    statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        target, psql.SQL(", ").join(psql.Identifier(column) for column in columns)
+    statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv{})").format(
+        target,
+        psql.SQL(", ").join(psql.Identifier(column) for column in columns),
+        psql.SQL(", FREEZE") if freeze else psql.SQL(""),
     )
     payload = pa.Table.from_pandas(frame[columns], preserve_index=False)
     for index, field in enumerate(payload.schema):

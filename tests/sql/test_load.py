@@ -238,11 +238,17 @@ def test_the_swapped_in_table_keeps_its_grants_key_and_a_users_view(postgres_url
                 sa.text("select count(*) from pg_tables where schemaname = :s and tablename like '%__next'"),
                 {"s": pg_schema},
             ).scalar_one()
+            # COPY FREEZE: every page is all-visible before any VACUUM (the run's ANALYZE reads the map)
+            pages, all_visible = conn.execute(
+                sa.text("select relpages, relallvisible from pg_class where oid = cast(:t as regclass)"),
+                {"t": f"{pg_schema}.customer_segments"},
+            ).one()
             # a BI user's view on the table: the next run cannot drop it, so it replaces the rows instead
             conn.exec_driver_sql(
                 f"create view {pg_schema}.champions as select customer_id from {pg_schema}.customer_segments"
             )
         assert oid_after != oid_before and can_read and key == "customer_segments_pkey" and leftovers == 0
+        assert pages > 0 and all_visible == pages
 
         run_without_prefect(backend, model_policy="refit", as_of=date(2024, 3, 2))
 
