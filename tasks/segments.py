@@ -117,22 +117,45 @@ def clusterable(features: pd.DataFrame) -> pd.Series:
 
 def quintile_scores(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
     """Score 1-5 by quintile of the population; ties share a score (average percentile rank)."""
-    ranked = (values if higher_is_better else -values).to_numpy(dtype="float64")
-    # pandas' rank(method="average", pct=True), from the count of each value (its ties) instead of
-    # pandas' rank: 0.06 s instead of 0.16 s per score at 877k customers with a sort (np.unique), less
-    # without. A value's average rank is the middle of its run of ties.
-    if np.isnan(ranked).any():
-        raise ValueError("quintile scores of missing values")
-    lowest = ranked.min() if len(ranked) else 0.0
-    if len(ranked) and ranked.max() - lowest <= 4 * len(ranked) and np.array_equal(ranked, np.floor(ranked)):
+    scores = _quintile_array(values.to_numpy(dtype="float64"), higher_is_better)
+    return pd.Series(scores.astype("int64"), index=values.index)
+
+
+def _quintile_array(values: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """:func:`quintile_scores` of an integer or float array, as int8; ``values`` is not changed.
+
+    pandas' rank(method="average", pct=True), from the count of each value (its ties) instead of
+    pandas' rank: a value's average rank is the middle of its run of ties. The score is worked out
+    once per distinct value and then looked up for every customer, and integers are shifted in place,
+    so few temporary arrays of the population's size are made (at 877k customers, with_scores took
+    0.27 s in a fresh process, most of it the kernel handing out pages for such temporaries).
+    """
+    if values.dtype.kind in "iu":
+        ranked = values.astype(np.int64, copy=True)  # our own: shifted in place below
+        if not higher_is_better:
+            np.negative(ranked, out=ranked)
+    else:
+        ranked = values if higher_is_better else -values
+        if np.isnan(ranked).any():
+            raise ValueError("quintile scores of missing values")
+    if not len(ranked):
+        return np.empty(0, dtype=np.int8)
+    lowest = ranked.min()
+    whole = ranked.dtype.kind == "i" or not np.any(np.mod(ranked, 1.0))
+    if ranked.max() - lowest <= 4 * len(ranked) and whole:
         # whole numbers in a narrow range (recency and tenure days, order counts): counted per value,
         # no sort: 0.01 s instead of 0.11-0.17 s at 877k customers; empty values add no ties
-        inverse = (ranked - lowest).astype(np.int64)
+        if ranked.dtype.kind == "i":
+            ranked -= lowest
+            inverse = ranked
+        else:
+            inverse = (ranked - lowest).astype(np.int64)
         ties = np.bincount(inverse)
     else:
         _, inverse, ties = np.unique(ranked, return_inverse=True, return_counts=True)
-    percentile = (np.cumsum(ties) - (ties - 1) / 2)[inverse] / len(ranked)
-    return pd.Series(np.clip(np.ceil(percentile * 5), 1, 5).astype("int64"), index=values.index)
+    percentile = (np.cumsum(ties) - (ties - 1) / 2) / len(ranked)
+    score_of_value = np.clip(np.ceil(percentile * 5), 1, 5).astype(np.int8)
+    return score_of_value[inverse]
 
 
 def score_customers(features: pd.DataFrame) -> pd.DataFrame:
@@ -147,6 +170,9 @@ def score_customers(features: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+_SCORED_FEATURES = {"r_score": ("recency_days", False), "f_score": ("frequency", True), "m_score": ("monetary", True)}
+
+
 def with_scores(features: pd.DataFrame) -> pd.DataFrame:
     """``features`` plus ``r_score``, ``f_score``, ``m_score`` (1-5) for customers with net purchases
     (empty scores, and empty transaction features, when segmenting on attributes alone)."""
@@ -154,14 +180,25 @@ def with_scores(features: pd.DataFrame) -> pd.DataFrame:
     for column in FEATURE_COLUMNS:
         if column not in scored:
             scored[column] = pd.Series(pd.NA, index=features.index, dtype="Float64")
-    for column in ("r_score", "f_score", "m_score"):
-        scored[column] = pd.Series(pd.NA, index=features.index, dtype="Int64")
     if "frequency" not in features:
+        for column in _SCORED_FEATURES:
+            scored[column] = pd.Series(pd.NA, index=features.index, dtype="Int64")
         return scored
-    purchasers = features["frequency"] > 0
-    scores = score_customers(features.loc[purchasers, ["recency_days", "frequency", "monetary"]])
-    for column in ("r_score", "f_score", "m_score"):
-        scored.loc[purchasers, column] = scores[column].to_numpy()
+    purchasers = features["frequency"].to_numpy() > 0
+    everyone = bool(purchasers.all())
+    for column, (source, higher_is_better) in _SCORED_FEATURES.items():
+        column_values = features[source]
+        if pd.api.types.is_integer_dtype(column_values.dtype):  # missing only where there is no purchase
+            values = column_values.to_numpy(dtype="int64", na_value=0)
+        else:
+            values = column_values.to_numpy(dtype="float64", na_value=np.nan)
+        scores = _quintile_array(values if everyone else values[purchasers], higher_is_better)
+        if everyone:
+            data, missing = scores.astype(np.int64), np.zeros(len(scores), dtype=bool)
+        else:
+            data, missing = np.ones(len(values), dtype=np.int64), ~purchasers
+            data[purchasers] = scores
+        scored[column] = pd.Series(pd.arrays.IntegerArray(data, missing), index=features.index)
     return scored
 
 

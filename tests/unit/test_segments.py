@@ -89,6 +89,30 @@ def test_quintile_scores_match_pandas_average_percentile_ranks_with_many_ties() 
             pd.testing.assert_series_equal(quintile_scores(values, higher_is_better), expected)
 
 
+def test_scores_rank_purchasers_only_from_integer_and_fractional_columns() -> None:
+    rng = np.random.default_rng(11)
+    frequency = rng.integers(0, 12, 3000)
+    recency = pd.array(rng.integers(0, 400, 3000), dtype="Int64")
+    recency[frequency == 0] = pd.NA  # no purchase: no last purchase either
+    features = pd.DataFrame(
+        {"recency_days": recency, "frequency": frequency, "monetary": rng.lognormal(4, 1, 3000).round(2)}
+    )
+
+    scored = with_scores(features)
+
+    buyers = features[frequency > 0]
+    for score, column, higher_is_better in (
+        ("r_score", "recency_days", False),
+        ("f_score", "frequency", True),
+        ("m_score", "monetary", True),
+    ):
+        ranked = buyers[column].astype("float64") * (1 if higher_is_better else -1)
+        expected = (ranked.rank(method="average", pct=True) * 5).apply(np.ceil).clip(1, 5).astype("Int64")
+        pd.testing.assert_series_equal(scored.loc[frequency > 0, score], expected, check_names=False)
+        assert scored.loc[frequency == 0, score].isna().all()
+    assert "r_score" not in features  # the caller's frame is left as it was
+
+
 def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segment() -> None:
     features = pd.DataFrame(
         {
