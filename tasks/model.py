@@ -242,12 +242,21 @@ def fit_scaling(
     """
     log_features = tuple(name for name in encoding.features if name in LOG_TRANSFORMED)
     values = _log_features(frame, encoding, log_features)
-    caps = np.quantile(values, winsorize_quantile, axis=0) if winsorize_quantile < 1.0 else values.max(axis=0)
-    capped = np.minimum(values, caps)
-    means = capped.mean(axis=0)
-    scales = capped.std(axis=0)
-    scales[scales == 0] = 1.0
+    caps, means, scales = _standardize(values, winsorize_quantile)
     return log_features, caps, means, scales
+
+
+def _standardize(values: np.ndarray, winsorize_quantile: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit the caps, means and scales on ``values`` (after the log) and apply them in place, as
+    :func:`_transform` would: the fit then needs no second copy of every customer's features."""
+    caps = np.quantile(values, winsorize_quantile, axis=0) if winsorize_quantile < 1.0 else values.max(axis=0)
+    np.minimum(values, caps, out=values)
+    means = values.mean(axis=0)
+    scales = values.std(axis=0)
+    scales[scales == 0] = 1.0
+    values -= means
+    values /= scales
+    return caps, means, scales
 
 
 @dataclass(frozen=True)
@@ -335,6 +344,7 @@ class FitResult:
     k_reason: str
     elbow: ElbowCurve | None
     metrics: dict[str, float | None]
+    values: np.ndarray  # every customer's standardized features: what ``model.transform(frame)`` gives
 
 
 def fit_segment_model(
@@ -356,8 +366,9 @@ def fit_segment_model(
     then assigned to the nearest centroid. The same inputs and seed give the same result.
     """
     encoding = fit_encoding(frame, features)
-    log_features, caps, means, scales = fit_scaling(frame, encoding, winsorize_quantile)
-    values = _transform(frame, encoding, log_features, caps, means, scales)
+    log_features = tuple(name for name in encoding.features if name in LOG_TRANSFORMED)
+    values = _log_features(frame, encoding, log_features)
+    caps, means, scales = _standardize(values, winsorize_quantile)  # values: now what transform() gives
     distinct_points = _count_distinct_rows(values, limit=k_max + 1)
     needed = n_clusters if n_clusters is not None else k_min
     if distinct_points < needed:
@@ -374,7 +385,7 @@ def fit_segment_model(
     else:
         k_reason = f"K={n_clusters} fixed by the n_clusters setting"
 
-    fit_values = values[_sample_indices(len(values), sample_size, rng)]
+    fit_values = values if len(values) <= sample_size else values[_sample_indices(len(values), sample_size, rng)]
     kmeans = KMeans(n_clusters=n_clusters, n_init=FIT_N_INIT, random_state=random_state).fit(fit_values)
     model = SegmentModel(
         features=encoding.features,
@@ -390,7 +401,15 @@ def fit_segment_model(
     )
     labels = nearest_centroid(values, model.centroids)
     metrics = clustering_metrics(values, labels, model.centroids, rng)
-    return FitResult(model=model, labels=labels, n_clusters=n_clusters, k_reason=k_reason, elbow=elbow, metrics=metrics)
+    return FitResult(
+        model=model,
+        labels=labels,
+        n_clusters=n_clusters,
+        k_reason=k_reason,
+        elbow=elbow,
+        metrics=metrics,
+        values=values,
+    )
 
 
 def clustering_metrics(

@@ -109,6 +109,17 @@ def test_k_is_fixed_when_given_and_fits_on_a_sample() -> None:
     assert len(result.labels) == len(frame)  # every customer assigned, not only the sample
 
 
+def test_the_fit_keeps_the_standardized_features_the_stored_model_gives_and_predicts_from() -> None:
+    frame, _ = planted_groups(3)
+    frame.loc[::7, "monetary"] *= -0.01  # net refunds: the signed log on both sides
+
+    result = fit(frame, n_clusters=3)
+
+    # standardized in place during the fit, they are what transform() of the stored model gives
+    assert np.array_equal(result.values, result.model.transform(frame))
+    assert np.array_equal(result.labels, result.model.predict(frame))
+
+
 def test_too_few_distinct_customers_for_k_is_a_clear_error() -> None:
     frame = pd.DataFrame({"recency_days": [1.0, 1.0, 5.0], "frequency": [1.0, 1.0, 2.0], "monetary": [9.0, 9.0, 20.0]})
 
