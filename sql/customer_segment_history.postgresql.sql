@@ -14,6 +14,13 @@
 -- carries what the insert needs, so that the job can see how many there are before it writes them
 -- (customer_segment_history_apply.postgresql.sql, with the history's indexes rebuilt afterwards when
 -- many customers moved).
+-- The join merges the two in customer order, read from the new table's primary key and the open-rows
+-- index, instead of hashing one side. At 877k customers: 0.28-0.30 s against 0.45-0.52 s on a quiet
+-- night, 0.41-0.42 s against 0.59-0.68 s when 318k customers moved; on copies of the tables with an
+-- ICU collation 0.20-0.24 s against 0.46-0.55 s. The planner still costs the hash lower, so hashing is
+-- ruled out for this one statement (nested loops are ruled out for all of them, see tasks/load.py).
+set local enable_hashjoin = off;
+
 create temporary table customer_segment_history_changes on commit drop as
 select
     coalesce(current_segments.customer_id, open_rows.customer_id) as customer_id,
@@ -27,3 +34,5 @@ full join (
     select customer_id, segment_id from {{ history }} where valid_to is null
 ) as open_rows on open_rows.customer_id = current_segments.customer_id
 where open_rows.segment_id is distinct from current_segments.segment_id;
+
+set local enable_hashjoin = on;

@@ -462,3 +462,5 @@ def test_history_statements_never_plan_a_nested_loop_over_all_customers(postgres
     assert first_run_plans == 1  # every customer inserted, nothing to look up
     assert len(plans) == 6  # then delete, reopen, the changes, close and open
     assert not [plan for plan in plans if "Nested Loop" in plan], plans
+    changes = next(plan for plan in plans if "Full Join" in plan)
+    assert "Merge Full Join" in changes, changes  # in customer order, not hashed
