@@ -223,13 +223,18 @@ def _log_features(frame: pd.DataFrame, encoding: Encoding, log_features: tuple[s
 
 
 def nearest_centroid(values: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid (squared Euclidean distance) for each row of ``values``."""
-    distances = (
-        np.einsum("ij,ij->i", values, values)[:, None]
-        - 2.0 * values @ centroids.T
-        + np.einsum("ij,ij->i", centroids, centroids)[None, :]
-    )
-    return np.asarray(distances.argmin(axis=1), dtype=np.int64)
+    """Index of the nearest centroid (squared Euclidean distance) for each row of ``values``.
+
+    In chunks of :data:`PREDICT_CHUNK_ROWS` rows, so the (rows x K) distance matrices stay bounded
+    however many customers there are (10 MB each at K=5; numpy backs arrays of 4 MB and more with
+    huge pages, so chunks much smaller than that cost more in page faults than they save)."""
+    labels = np.empty(len(values), dtype=np.int64)
+    centroid_norms = np.einsum("ij,ij->i", centroids, centroids)[None, :]
+    for start in range(0, len(values), PREDICT_CHUNK_ROWS):
+        chunk = values[start : start + PREDICT_CHUNK_ROWS]
+        distances = np.einsum("ij,ij->i", chunk, chunk)[:, None] - 2.0 * chunk @ centroids.T + centroid_norms
+        labels[start : start + len(chunk)] = distances.argmin(axis=1)
+    return labels
 
 
 def fit_scaling(
@@ -417,7 +422,10 @@ def clustering_metrics(
 ) -> dict[str, float | None]:
     """Inertia (sum of squared distances to the assigned centroid, all rows) and, on a sample of at
     most 5,000 rows, silhouette, Davies-Bouldin and Calinski-Harabasz (``None`` with one cluster)."""
-    inertia = float(((values - centroids[labels]) ** 2).sum())
+    inertia = 0.0
+    for start in range(0, len(values), PREDICT_CHUNK_ROWS):  # temporaries of a chunk's size only
+        stop = start + PREDICT_CHUNK_ROWS
+        inertia += float(((values[start:stop] - centroids[labels[start:stop]]) ** 2).sum())
     rows = _sample_indices(len(values), METRIC_SAMPLE_SIZE, rng)
     sample, sample_labels = values[rows], labels[rows]
     metrics: dict[str, float | None] = {

@@ -158,18 +158,6 @@ def _quintile_array(values: np.ndarray, higher_is_better: bool) -> np.ndarray:
     return score_of_value[inverse]
 
 
-def score_customers(features: pd.DataFrame) -> pd.DataFrame:
-    """R, F and M scores (1-5) of customers with net purchases: recency lower is better."""
-    return pd.DataFrame(
-        {
-            "r_score": quintile_scores(features["recency_days"].astype("float64"), higher_is_better=False),
-            "f_score": quintile_scores(features["frequency"].astype("float64")),
-            "m_score": quintile_scores(features["monetary"].astype("float64")),
-        },
-        index=features.index,
-    )
-
-
 _SCORED_FEATURES = {"r_score": ("recency_days", False), "f_score": ("frequency", True), "m_score": ("monetary", True)}
 
 

@@ -9,15 +9,18 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
+import tasks.model as model_module
 from tasks.errors import ModelError
 from tasks.model import (
     ElbowCurve,
     Encoding,
     SegmentModel,
     choose_n_clusters,
+    clustering_metrics,
     find_knee,
     fit_scaling,
     fit_segment_model,
+    nearest_centroid,
     signed_log1p,
 )
 
@@ -118,6 +121,19 @@ def test_the_fit_keeps_the_standardized_features_the_stored_model_gives_and_pred
     # standardized in place during the fit, they are what transform() of the stored model gives
     assert np.array_equal(result.values, result.model.transform(frame))
     assert np.array_equal(result.labels, result.model.predict(frame))
+
+
+def test_labels_and_inertia_in_chunks_equal_the_whole_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    values, centroids = rng.normal(size=(1000, 3)), rng.normal(size=(4, 3))
+    distances = ((values[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    monkeypatch.setattr(model_module, "PREDICT_CHUNK_ROWS", 64)  # 16 chunks, the last one short
+
+    labels = nearest_centroid(values, centroids)
+    metrics = clustering_metrics(values, labels, centroids, np.random.default_rng(0))
+
+    assert np.array_equal(labels, distances.argmin(axis=1))
+    assert metrics["inertia"] == pytest.approx(distances.min(axis=1).sum(), rel=1e-12)
 
 
 def test_too_few_distinct_customers_for_k_is_a_clear_error() -> None:
