@@ -247,6 +247,9 @@ def test_the_swapped_in_table_keeps_its_grants_key_and_a_users_view(postgres_url
             conn.exec_driver_sql(
                 f"create view {pg_schema}.champions as select customer_id from {pg_schema}.customer_segments"
             )
+            file_before = conn.execute(
+                sa.text(f"select pg_relation_filenode('{pg_schema}.customer_segments')")
+            ).scalar()
         assert oid_after != oid_before and can_read and key == "customer_segments_pkey" and leftovers == 0
         assert pages > 0 and all_visible == pages
 
@@ -255,10 +258,38 @@ def test_the_swapped_in_table_keeps_its_grants_key_and_a_users_view(postgres_url
         with backend.engine().begin() as conn:
             in_view = conn.execute(sa.text(f"select count(*) from {pg_schema}.champions")).scalar_one()
             oid_kept = conn.execute(sa.text(f"select '{pg_schema}.customer_segments'::regclass::oid")).scalar_one()
+            # emptied by TRUNCATE (a new file, no dead rows left behind), not by deleting every row
+            file_after = conn.execute(sa.text(f"select pg_relation_filenode('{pg_schema}.customer_segments')")).scalar()
             conn.exec_driver_sql(f"drop view {pg_schema}.champions")
             conn.exec_driver_sql(f'drop owned by "{role}"')
             conn.exec_driver_sql(f'drop role "{role}"')
         assert in_view == len(read(backend, "customer_segments")) and oid_kept == oid_after
+        assert file_after != file_before
+    finally:
+        backend.dispose()
+
+
+def test_a_role_without_the_truncate_privilege_is_not_asked_to_truncate(postgres_url: str, pg_schema: str) -> None:
+    """Behind a user's view the write empties customer_segments with TRUNCATE only where the job may;
+    otherwise it deletes the rows, as before."""
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    role = f"writer_{uuid.uuid4().hex[:8]}"
+    try:
+        load_synthetic(backend, customers=50)
+        run_without_prefect(backend)
+        settings = load_settings(**backend.settings(order_id_column="order_id"))
+        with backend.engine().begin() as conn:
+            tables = load.output_tables(conn, settings)
+            conn.exec_driver_sql(f'create role "{role}"')
+            conn.exec_driver_sql(f'grant usage on schema {pg_schema} to "{role}"')
+            conn.exec_driver_sql(f'grant select, insert, delete on {tables.customer_segments} to "{role}"')
+            as_owner = load._may_truncate(conn, tables)
+            conn.exec_driver_sql(f'set local role "{role}"')
+            as_writer = load._may_truncate(conn, tables)
+            conn.exec_driver_sql("reset role")
+            conn.exec_driver_sql(f'drop owned by "{role}"')
+            conn.exec_driver_sql(f'drop role "{role}"')
+        assert as_owner and not as_writer
     finally:
         backend.dispose()
 
