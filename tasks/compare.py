@@ -14,13 +14,12 @@ from typing import Any
 
 import kneed
 import numpy as np
-import sklearn
 from sklearn.cluster import DBSCAN, AgglomerativeClustering, KMeans
-from sklearn.metrics import davies_bouldin_score, silhouette_score
+from sklearn.metrics import davies_bouldin_score
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
-from tasks.model import SKLEARN_WORKING_MEMORY_MB
+from tasks.model import silhouette_scores
 
 #: Ward linkage holds O(n^2) distances: 3,000 rows is ~36 MB and about a second here.
 COMPARE_SAMPLE_SIZE = 3_000
@@ -73,8 +72,7 @@ def compare_algorithms(
         found = np.unique(labels[clustered])
         silhouette = davies_bouldin = None
         if 1 < len(found) < int(clustered.sum()):
-            with sklearn.config_context(working_memory=SKLEARN_WORKING_MEMORY_MB):
-                silhouette = float(silhouette_score(values[clustered], labels[clustered]))
+            silhouette = silhouette_scores(values[clustered], [labels[clustered]])[0]
             davies_bouldin = float(davies_bouldin_score(values[clustered], labels[clustered]))
         sizes = sorted((int((labels == label).sum()) for label in found), reverse=True)
         records.append(

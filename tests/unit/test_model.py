@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 import tasks.model as model_module
 from tasks.errors import ModelError
@@ -134,6 +134,24 @@ def test_labels_and_inertia_in_chunks_equal_the_whole_computation(monkeypatch: p
 
     assert np.array_equal(labels, distances.argmin(axis=1))
     assert metrics["inertia"] == pytest.approx(distances.min(axis=1).sum(), rel=1e-12)
+
+
+def test_silhouettes_of_several_labelings_equal_scikit_learns(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(11)
+    values = np.vstack([rng.normal(size=(400, 4)), rng.normal(size=(10, 4)) + 6, np.zeros((3, 4))])  # ties too
+    labelings = [rng.integers(0, k, len(values)) for k in (2, 3, 7)]
+    sparse = np.where(labelings[1] == 1, 5, labelings[1] * 10)  # labels 0, 5, 20: not 0..K-1
+    alone = labelings[0].copy()
+    alone[[0, 7]] = [9, 4]  # two customers each alone in a cluster: they score 0
+    monkeypatch.setattr(model_module, "SILHOUETTE_CHUNK_BYTES", 8 * 50 * len(values))  # 50 rows a chunk
+
+    ours = model_module.silhouette_scores(values, [*labelings, sparse, alone])
+
+    expected = [silhouette_score(values, labels) for labels in [*labelings, sparse, alone]]
+    assert ours == pytest.approx(expected, rel=1e-12, abs=1e-14)
+    assert ours[0] != pytest.approx(ours[4], abs=1e-6)  # the singletons did change the score
+    with pytest.raises(ValueError, match="2 to"):
+        model_module.silhouette_scores(values, [np.zeros(len(values), dtype=int)])
 
 
 def test_too_few_distinct_customers_for_k_is_a_clear_error() -> None:
