@@ -18,7 +18,7 @@
 -- index, instead of hashing one side. At 877k customers: 0.28-0.30 s against 0.45-0.52 s on a quiet
 -- night, 0.41-0.42 s against 0.59-0.68 s when 318k customers moved; on copies of the tables with an
 -- ICU collation 0.20-0.24 s against 0.46-0.55 s. The planner still costs the hash lower, so hashing is
--- ruled out for this one statement (nested loops are ruled out for all of them, see tasks/load.py).
+-- ruled out for this one statement (a full join is never a nested loop).
 set local enable_hashjoin = off;
 
 create temporary table customer_segment_history_changes on commit drop as
