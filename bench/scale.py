@@ -14,15 +14,17 @@ product features are compared: counts exact, money to the cent. Run:
 
 The data stays in schema ``bench_scale`` between runs of the same size (``--fresh`` reloads it).
 ``--index`` creates the covering index of ``segments index`` first (without it, it is dropped), so
-both plans can be measured on the same data. The product runs three nights, each run in a process of
+both plans can be measured on the same data. The product runs four nights, each run in a process of
 its own as the nightly job runs: a first run into empty output tables (every customer enters the
 history; it runs twice, first with K chosen by the elbow as the product does by default, then with
 K=5 fixed as every other run and the naive way have it), the next night's run (as-of one day later,
 a refit; only customers who moved are written to the history), and the night after, when K changes
 from 5 to 3 (a third of the customers move: the history's indexes are rebuilt instead of updated row
-by row). ``--partitions`` also runs the first run with K=5 and the next night with the aggregation
-in 2 customer-id ranges on threads (``SEGMENTS_PARTITIONS=2``), and times the extract alone in 2
-partitions on a local Dask cluster (prefect-dask), against one query. ``--repeat N`` measures the
+by row), and a night of the default model policy (``auto``), which checks the stored model for age
+and drift and keeps it. ``--partitions`` also runs the first run with K=5, the next night and the
+night the model is kept with the aggregation in 2 customer-id ranges on threads
+(``SEGMENTS_PARTITIONS=2``), and times the extract alone in 2 partitions on a local Dask cluster
+(prefect-dask), against one query. ``--repeat N`` measures the
 aggregations and product runs N times, round after round, and prints medians and ranges; each ratio
 compares runs of the same round (the naive way runs once).
 """
@@ -43,16 +45,24 @@ from pathlib import Path
 AS_OF = date(2024, 3, 1)
 NEXT_AS_OF = date(2024, 3, 2)
 RESHUFFLE_AS_OF = date(2024, 3, 3)
+REUSE_AS_OF = date(2024, 3, 4)  # a night of the default policy (auto): the stored model is kept
 RESHUFFLE_K = 3  # the night after the next, K changes: about a third of the customers move
 SCHEMA = "bench_scale"
 LINES_PER_CUSTOMER = 11.4  # what tasks.synthetic produces on average
 K = 5
-NIGHT_AS_OF = {"elbow": AS_OF, "first": AS_OF, "next": NEXT_AS_OF, "reshuffle": RESHUFFLE_AS_OF}
+NIGHT_AS_OF = {
+    "elbow": AS_OF,
+    "first": AS_OF,
+    "next": NEXT_AS_OF,
+    "reshuffle": RESHUFFLE_AS_OF,
+    "reuse": REUSE_AS_OF,
+}
 NIGHTS = {
     "elbow": "first run, K by the elbow",
     "first": "first run",
     "next": "next night",
     "reshuffle": f"night K changes {K} -> {RESHUFFLE_K}",
+    "reuse": "night the model is kept",
 }
 
 
@@ -64,9 +74,8 @@ def settings_for(url: str, **overrides: object):  # type: ignore[no-untyped-def]
         source_table=f"{SCHEMA}.transactions",
         output_schema=SCHEMA,
         order_id_column="order_id",
-        model_policy="refit",
         force=True,
-        **({"n_clusters": K} | overrides),
+        **({"n_clusters": K, "model_policy": "refit"} | overrides),
     )
 
 
@@ -191,8 +200,13 @@ def step_product(url: str, which: str, partitions: int) -> dict[str, float]:
                 conn.exec_driver_sql(f"drop table if exists {SCHEMA}.{table} cascade")
     as_of = NIGHT_AS_OF[which]
     clusters = {"elbow": None, "reshuffle": RESHUFFLE_K}.get(which, K)  # None: K chosen by the elbow
+    # every night refits but the "reuse" one, which runs the default policy: it checks the stored model
+    # for age and drift (PSI, and a fresh KMeans on a sample) and keeps it
+    policy = "auto" if which == "reuse" else "refit"
     started = time.perf_counter()
-    run = run_pipeline(settings_for(url, partitions=partitions, n_clusters=clusters), as_of)
+    run = run_pipeline(settings_for(url, partitions=partitions, n_clusters=clusters, model_policy=policy), as_of)
+    if which == "reuse" and run.outcome.decision.action != "reuse":
+        raise SystemExit(f"the reuse night refitted: {run.outcome.decision.reason}")
     figures = {"seconds": time.perf_counter() - started}
     figures |= {f"{name}_seconds": value for name, value in run.seconds.items()}
     figures["customers"] = float(len(run.outcome.segments.assignments))
@@ -416,7 +430,9 @@ def main() -> None:
     products: dict[tuple[int, str], list[tuple[dict[str, float], float]]] = {
         (partitions, which): []
         for partitions in ((1, 2) if args.partitions else (1,))
-        for which in (("elbow", "first", "next", "reshuffle") if partitions == 1 else ("first", "next"))
+        for which in (
+            ("elbow", "first", "next", "reshuffle", "reuse") if partitions == 1 else ("first", "next", "reuse")
+        )
     }
     for _ in range(args.repeat):
         for partitions, figures in aggregations.items():
@@ -439,23 +455,23 @@ def main() -> None:
         f"\n{int(loaded['rows']):,} transactions, {customers:,} customers, "
         f"PostgreSQL {args.url.split('@')[-1]}, {os.cpu_count()} cores, {index}{rounds}"
     )
-    print(f"{'':46}{'seconds':>10}{'peak MB':>10}{'  range' if args.repeat > 1 else ''}")
+    print(f"{'':58}{'seconds':>10}{'peak MB':>10}{'  range' if args.repeat > 1 else ''}")
     aggregation = [figures["seconds"] for figures in aggregations[1]]
-    print(f"{'bare aggregation query':46}{_figure(aggregation, aggregation_mb)}")
+    print(f"{'bare aggregation query':58}{_figure(aggregation, aggregation_mb)}")
     if 2 in aggregations:
-        print(f"{'bare aggregation, 2 partitions at once':46}{_figure([f['seconds'] for f in aggregations[2]])}")
+        print(f"{'bare aggregation, 2 partitions at once':58}{_figure([f['seconds'] for f in aggregations[2]])}")
     for (partitions, which), runs in products.items():
         label = f"product, {NIGHTS[which]}"
         label += f", {partitions} partitions (threads)" if partitions > 1 else ""
         peak_mb = max(peak for _, peak in runs)
-        print(f"{label:46}{_figure([figures['seconds'] for figures, _ in runs], peak_mb)}")
+        print(f"{label:58}{_figure([figures['seconds'] for figures, _ in runs], peak_mb)}")
         for name in ("extract", "model", "write"):
-            print(f"{'  ' + name:46}{_figure([figures[name + '_seconds'] for figures, _ in runs])}")
+            print(f"{'  ' + name:58}{_figure([figures[name + '_seconds'] for figures, _ in runs])}")
         moved = statistics.median(figures["moved"] for figures, _ in runs)
-        print(f"{'  customers who entered the history':46}{moved:>10,.0f}")
-    print(f"{'naive notebook way':46}{naive['seconds']:>10.1f}{naive_mb:>10.0f}")
+        print(f"{'  customers who entered the history':58}{moved:>10,.0f}")
+    print(f"{'naive notebook way':58}{naive['seconds']:>10.1f}{naive_mb:>10.0f}")
     for name in ("read_sql", "features", "model", "to_sql"):
-        print(f"{'  ' + name:46}{naive[name + '_seconds']:>10.1f}")
+        print(f"{'  ' + name:58}{naive[name + '_seconds']:>10.1f}")
     for (partitions, which), runs in products.items():
         label = NIGHTS[which] + (f", {partitions} partitions" if partitions > 1 else "")
         seconds = [figures["seconds"] for figures, _ in runs]
