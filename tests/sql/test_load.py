@@ -142,24 +142,27 @@ def test_the_output_check_counts_duplicate_ids_unless_a_key_rules_them_out(postg
     assert counted.customers_written == skipped.customers_written == 301
 
 
-def test_the_write_transaction_has_its_memory_and_no_jit(
+def test_the_write_transaction_has_its_memory_no_jit_and_ssd_costs(
     postgres_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend)
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, str, str]] = []
     original = load._update_history
+    settings = "select current_setting('work_mem'), current_setting('jit'), current_setting('random_page_cost')"
 
     def noting_settings(conn, tables, as_of):  # type: ignore[no-untyped-def]
-        seen.append(conn.exec_driver_sql("select current_setting('work_mem'), current_setting('jit')").one())
+        seen.append(tuple(conn.exec_driver_sql(settings).one()))
         return original(conn, tables, as_of)
 
     monkeypatch.setattr(load, "_update_history", noting_settings)
+    with backend.engine().connect() as conn:
+        server_defaults = tuple(conn.exec_driver_sql(settings).one())
     run_without_prefect(backend)
 
-    assert seen == [(load.WRITE_WORK_MEM, "off")]
+    assert seen == [(load.WRITE_WORK_MEM, "off", "1.1")] != [server_defaults]
     with backend.engine().connect() as conn:  # local to the write transaction
-        assert conn.exec_driver_sql("select current_setting('jit')").scalar_one() == "on"
+        assert tuple(conn.exec_driver_sql(settings).one()) == server_defaults
     backend.dispose()
 
 
