@@ -154,6 +154,21 @@ def test_silhouettes_of_several_labelings_equal_scikit_learns(monkeypatch: pytes
         model_module.silhouette_scores(values, [np.zeros(len(values), dtype=int)])
 
 
+def test_the_elbow_of_a_shop_with_a_handful_of_customers_leaves_out_the_k_without_a_silhouette() -> None:
+    # Four customers: the elbow reaches K=4, one customer per cluster, where no silhouette exists
+    # (scikit-learn raised "Number of labels is 4" and the run failed).
+    frame = pd.DataFrame(
+        {"recency_days": [1, 50, 200, 400], "frequency": [10, 3, 1, 2], "monetary": [900.0, 120.0, 15.0, 60.0]}
+    )
+
+    result = fit(frame)
+
+    assert result.elbow is not None and result.elbow.ks == [1, 2, 3, 4]
+    assert result.elbow.silhouettes[0] is None and result.elbow.silhouettes[3] is None
+    assert all(score is not None for score in result.elbow.silhouettes[1:3])
+    assert 2 <= result.n_clusters <= 3
+
+
 def test_too_few_distinct_customers_for_k_is_a_clear_error() -> None:
     frame = pd.DataFrame({"recency_days": [1.0, 1.0, 5.0], "frequency": [1.0, 1.0, 2.0], "monetary": [9.0, 9.0, 20.0]})
 
