@@ -172,10 +172,10 @@ def decide_model_action(
     if age > max_model_age_days:
         return ModelDecision("refit", f"model {stored.version} is {age} days old (max {max_model_age_days})", figures)
 
-    values = stored.model.transform(purchasers)
     rng = np.random.default_rng(random_state)
-    if len(values) > DRIFT_SAMPLE_SIZE:
-        values = values[np.sort(rng.choice(len(values), DRIFT_SAMPLE_SIZE, replace=False))]
+    if len(purchasers) > DRIFT_SAMPLE_SIZE:  # sampled before the transform, which works row by row
+        purchasers = purchasers.iloc[np.sort(rng.choice(len(purchasers), DRIFT_SAMPLE_SIZE, replace=False))]
+    values = stored.model.transform(purchasers)
     psi = {
         name: population_stability_index(stored.psi_reference[name], values[:, index])
         for index, name in enumerate(stored.model.features)
