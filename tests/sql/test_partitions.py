@@ -136,7 +136,10 @@ def test_partitions_are_ranges_of_the_customer_id_cut_from_a_sample(
 
     with shop.engine().connect() as conn:  # statistics, so the table's size is known
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"analyze {shop.table('transactions')}")
-    monkeypatch.setattr(partitions, "SAMPLE_ROWS", 500)  # a sample of the 400-customer shop's rows
+    # a sample of the 400-customer shop's ~4,700 rows in 40 pages: asking 500 (a block sample of ~11%)
+    # drew no page at all in 3 of 300 tries here, and the run would then go in one partition; at 2,000
+    # (~42%) 0 of 1,000 tries came back empty or unbalanced
+    monkeypatch.setattr(partitions, "SAMPLE_ROWS", 2000)
     settings = load_settings(**shop.settings(order_id_column="order_id", partitions=3))
     seen: list[pd.DataFrame] = []
     bounds: list[tuple] = []
@@ -192,7 +195,7 @@ def test_a_large_view_and_a_table_never_analyzed_are_cut_from_a_sample_not_read_
             f"create table {shop.table('transactions_new')} as select * from {shop.table('transactions')}"
         )
         total = conn.exec_driver_sql(f"select count(*) from {shop.table('transactions')}").scalar_one()
-    monkeypatch.setattr(partitions, "SAMPLE_ROWS", 500)  # the shop's ~4,500 rows count as large
+    monkeypatch.setattr(partitions, "SAMPLE_ROWS", 2000)  # the shop's ~4,700 rows count as large
     statements: list[str] = []
 
     def keep_bounds_queries(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
