@@ -34,12 +34,15 @@ NO_POSTGRES_MESSAGE = (
 
 
 @pytest.fixture(autouse=True)
-def hermetic_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """No SEGMENTS_* variable or .env file of the caller's leaks into a test."""
+def hermetic_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No SEGMENTS_* variable or .env file of the caller's leaks into a test, and no test's open
+    connection into the next one."""
     for name in list(os.environ):
         if name.startswith("SEGMENTS_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    dispose_backends()
 
 
 def _server_url() -> Iterator[str]:
@@ -97,9 +100,21 @@ def pg_schema(postgres_url: str) -> Iterator[str]:
     try:
         yield schema
     finally:
+        dispose_backends()  # none of the test's sessions may hold a lock on the schema's tables
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         engine.dispose()
+
+
+_BACKENDS: list[Backend] = []
+
+
+def dispose_backends() -> None:
+    """Close the pooled connections of every backend a test made, whether or not it got to its own
+    ``dispose()``: a test that failed half-way otherwise left them for the garbage collector, whose
+    ResourceWarning then failed whichever later test was running (warnings are errors here)."""
+    while _BACKENDS:
+        _BACKENDS.pop().dispose()
 
 
 class Backend:
@@ -110,6 +125,7 @@ class Backend:
         self.url = url
         self.schema = schema
         self._engine: sa.Engine | None = None
+        _BACKENDS.append(self)
 
     def engine(self) -> sa.Engine:
         """One engine per test, disposed by the fixture."""
