@@ -307,7 +307,9 @@ def write_run_outputs(
             # the swapped-in table's primary key is built from these rows: no duplicate can be there
             key_built = settings.dialect == "postgresql" and not _has_dependent_views(conn, tables)
             if key_built:
-                _swap_in_assignments(conn, settings, tables, segments.assignments)
+                # a first run joins nothing with the new table (its history is sent whole): its
+                # statistics are left to autovacuum, whose next round finds 877k new rows to analyze
+                _swap_in_assignments(conn, settings, tables, segments.assignments, analyze=not history_created)
             elif settings.dialect == "postgresql" and _may_truncate(conn, tables):
                 # A view of the user's reads the table, so it stays: emptied by TRUNCATE (a new, empty
                 # file, rolled back with the transaction) and refilled frozen. Deleting every row left
@@ -387,7 +389,12 @@ def _has_dependent_views(conn: Connection, tables: OutputTables) -> bool:
 
 
 def _swap_in_assignments(
-    conn: Connection, settings: SegmentSettings, tables: OutputTables, assignments: pd.DataFrame
+    conn: Connection,
+    settings: SegmentSettings,
+    tables: OutputTables,
+    assignments: pd.DataFrame,
+    *,
+    analyze: bool = True,
 ) -> None:
     """PostgreSQL: COPY the assignments into a new table created in this transaction, build its primary
     key, give it the old table's grants, and swap it in for ``customer_segments``.
@@ -438,7 +445,8 @@ def _swap_in_assignments(
     conn.exec_driver_sql(f"alter table {following} rename to {quote_identifier(conn, 'customer_segments')}")
     # A table created in this transaction has no statistics yet: without them the history update
     # below probed the key 877k times in a nested loop (3 s) instead of hashing (ANALYZE: ~0.2 s).
-    conn.exec_driver_sql(f"analyze {current}")
+    if analyze:
+        conn.exec_driver_sql(f"analyze {current}")
 
 
 _RUN_CONSTANT_COLUMNS = ("as_of", "run_id", "model_version", "scored_at")
