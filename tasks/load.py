@@ -590,7 +590,7 @@ def _open_first_history(
 
     COPY writes whole pages at a time (one WAL record per page, where INSERT ... SELECT from the new
     ``customer_segments`` logged every row): at 877k customers 0.31-0.33 s instead of 0.65-0.83 s, and
-    the four index builds after it took 0.63-0.69 s instead of 0.86-0.93 s. The as-of date and the run
+    the four index builds after it took 0.64-0.68 s instead of 0.86-0.94 s. The as-of date and the run
     id are column defaults for the COPY, as for ``customer_segments``. A history created in this
     transaction is loaded frozen: the next night's change detection reads the open rows from the index
     alone, without visiting the heap (a history that already existed, empty, cannot be: COPY FREEZE
