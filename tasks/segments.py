@@ -195,9 +195,13 @@ def cluster_means(scored: pd.DataFrame, labels: np.ndarray, n_clusters: int) -> 
 
     ``labels`` holds the cluster of each customer with ``frequency > 0``, in their order.
     """
-    purchasers = scored.loc[scored["frequency"] > 0, ["r_score", "f_score", "m_score", "monetary"]]
-    means = purchasers.astype("float64").groupby(labels).mean()
-    return means.reindex(range(n_clusters))
+    purchasers = scored["frequency"].to_numpy() > 0
+    # column by column: the four converted together held ~50 MB more at 877k customers
+    means = {
+        column: pd.Series(scored[column].to_numpy(dtype="float64", na_value=np.nan)[purchasers]).groupby(labels).mean()
+        for column in ("r_score", "f_score", "m_score", "monetary")
+    }
+    return pd.DataFrame(means).reindex(range(n_clusters))
 
 
 def grid_names(means: pd.DataFrame) -> list[str]:
