@@ -251,3 +251,48 @@ def test_partitions_run_in_parallel_on_a_local_dask_cluster(
         )
     assert sorted(run.name for run in runs) == ["extract customer partition 0", "extract customer partition 1"]
     assert all(run.state is not None and run.state.is_completed() for run in runs)
+
+    # The subflow runs in the process of the flow run, whose heartbeat covers it: it sends none of its
+    # own (Prefect waited for its heartbeat thread, up to a second and more, at its end).
+    heartbeats = flow_run_heartbeats(prefect_server["PREFECT_API_URL"], runs[0].flow_run_id)
+    assert heartbeats["parent"] >= 1  # the flow run's own: the server records heartbeats
+    assert heartbeats["subflow"] == 0
+
+
+def flow_run_heartbeats(api_url: str, subflow_run_id: uuid.UUID | None) -> dict[str, int]:
+    """Heartbeat events the server recorded for a subflow run and for its parent flow run, read once
+    the run's last task has reported completion (the events come in order over one connection)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId, TaskRunFilterName
+    from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    assert subflow_run_id is not None
+
+    def count(client: object, name: str, resource_id: str) -> int:
+        page = client.read_events(  # type: ignore[attr-defined]
+            filter=EventFilter(
+                event=EventNameFilter(name=[name]), any_resource=EventAnyResourceFilter(id=[resource_id])
+            ),
+            limit=50,
+        )
+        return len(page.events)
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        subflow = client.read_flow_run(subflow_run_id)
+        assert subflow.parent_task_run_id is not None
+        parent_flow_run_id = client.read_task_run(subflow.parent_task_run_id).flow_run_id
+        (last,) = client.read_task_runs(
+            task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=[parent_flow_run_id]),
+                name=TaskRunFilterName(like_="write the HTML report"),
+            )
+        )
+        deadline = time.monotonic() + 60
+        while count(client, "prefect.task-run.Completed", f"prefect.task-run.{last.id}") == 0:
+            assert time.monotonic() < deadline, "the run's last task-run event never reached the server"
+            time.sleep(0.5)
+        return {
+            "parent": count(client, "prefect.flow-run.heartbeat", f"prefect.flow-run.{parent_flow_run_id}"),
+            "subflow": count(client, "prefect.flow-run.heartbeat", f"prefect.flow-run.{subflow_run_id}"),
+        }
