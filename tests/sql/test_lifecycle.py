@@ -219,3 +219,110 @@ def test_a_stored_model_is_only_ever_parsed_as_json(backend: Backend, tmp_path) 
     with pytest.raises(ModelError, match="malformed"):
         run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
     assert not (tmp_path / "pwned").exists()
+
+
+def members_on(rows: pd.DataFrame, day: str) -> pd.DataFrame:
+    """Each customer's segment on ``day``: the history row that holds it (the definition, in pandas)."""
+    valid = (rows["valid_from"] <= day) & (rows["valid_to"].isna() | (rows["valid_to"] > day))
+    return rows.loc[valid, ["customer_id", "segment_id", "segment_name"]]
+
+
+def transitions_by_definition(rows: pd.DataFrame, from_day: str | None, to_day: str) -> set[tuple]:
+    """Every customer's segment on the earlier date joined with their segment on the later one, counted."""
+    before = members_on(rows, from_day) if from_day else rows.iloc[0:0][["customer_id", "segment_id", "segment_name"]]
+    joined = before.merge(members_on(rows, to_day), on="customer_id", how="outer", suffixes=("_from", "_to"))
+    keys = ["segment_id_from", "segment_name_from", "segment_id_to", "segment_name_to"]
+    counted = joined.groupby(keys, dropna=False).size()
+    return {
+        (
+            *(
+                None if pd.isna(value) else (int(value) if "id" in key else value)
+                for key, value in zip(keys, group, strict=True)
+            ),
+            n,
+        )
+        for group, n in counted.items()
+    }
+
+
+def test_transitions_count_each_customer_between_the_two_latest_successful_dates(backend: Backend) -> None:
+    load_synthetic(backend, customers=60)
+    run_without_prefect(backend)  # creates the outputs and the view
+    days = [(AS_OF + timedelta(days=offset)).isoformat() for offset in (0, 10, 20, 30)]
+    d0, d1, d2, d3 = days
+    # customer, segment, name, valid from, valid to
+    rows = [
+        ("stayed", 1, "Champions", d0, None),
+        ("moved", 1, "Champions", d0, d2),
+        ("moved", 2, "Loyal", d2, None),
+        ("moved before", 2, "Loyal", d0, d1),
+        ("moved before", 3, "Lost", d1, None),
+        ("new", 2, "Loyal", d2, None),
+        ("gone", 3, "Lost", d0, d2),
+        ("gone before", 2, "Loyal", d0, d1),
+        ("entered, then moved", 4, "Hibernating", d1, d2),
+        ("entered, then moved", 5, "At Risk", d2, None),
+        ("renamed", 1, "Champions", d0, d2),
+        ("renamed", 1, "Champions (renamed)", d2, None),
+        ("closed later", 2, "Loyal", d0, d3),  # by a run after the later date (its rows, not its date)
+    ]
+    runs = [("r0", d0, "succeeded"), ("r1", d1, "succeeded"), ("r1-old", d1, "superseded"), ("r2", d2, "succeeded")]
+    runs.append(("r3", d3, "failed"))  # not a date of the view
+    with backend.engine().begin() as conn:
+        conn.execute(sa.text(f"delete from {backend.table('customer_segment_history')}"))
+        conn.execute(sa.text(f"delete from {backend.table('segment_runs')}"))
+        conn.execute(
+            sa.text(
+                f"insert into {backend.table('customer_segment_history')} "
+                "(customer_id, segment_id, segment_name, valid_from, valid_to, run_id) "
+                "values (:customer, :segment, :name, :valid_from, :valid_to, 'r')"
+            ),
+            [{"customer": c, "segment": s, "name": n, "valid_from": f, "valid_to": t} for c, s, n, f, t in rows],
+        )
+        conn.execute(
+            sa.text(
+                f"insert into {backend.table('segment_runs')} (run_id, as_of, started_at, status) "
+                "values (:run_id, :as_of, :started_at, :status)"
+            ),
+            [{"run_id": r, "as_of": a, "started_at": AS_OF, "status": s} for r, a, s in runs],
+        )
+    history_rows = pd.DataFrame(rows, columns=["customer_id", "segment_id", "segment_name", "valid_from", "valid_to"])
+
+    def view() -> tuple[set[tuple], set[tuple[str | None, str]]]:
+        frame = read(backend, "segment_transitions")
+        dates = {
+            (None if pd.isna(start) else str(start)[:10], str(end)[:10])
+            for start, end in zip(frame["from_as_of"], frame["to_as_of"], strict=True)
+        }
+        counted = {
+            (
+                None if pd.isna(row.from_segment_id) else int(row.from_segment_id),
+                None if pd.isna(row.from_segment_name) else row.from_segment_name,
+                None if pd.isna(row.to_segment_id) else int(row.to_segment_id),
+                None if pd.isna(row.to_segment_name) else row.to_segment_name,
+                int(row.customers),
+            )
+            for row in frame.itertuples()
+        }
+        return counted, dates
+
+    counted, dates = view()
+    assert dates == {(d1, d2)}
+    assert counted == transitions_by_definition(history_rows, d1, d2)
+    assert counted == {
+        (1, "Champions", 1, "Champions", 1),  # stayed
+        (1, "Champions", 2, "Loyal", 1),  # moved
+        (3, "Lost", 3, "Lost", 1),  # moved before the earlier date
+        (None, None, 2, "Loyal", 1),  # new
+        (3, "Lost", None, None, 1),  # gone
+        (4, "Hibernating", 5, "At Risk", 1),
+        (1, "Champions", 1, "Champions (renamed)", 1),
+        (2, "Loyal", 2, "Loyal", 1),  # closed later
+    }
+
+    with backend.engine().begin() as conn:  # one successful date so far: everyone is new
+        conn.execute(sa.text(f"delete from {backend.table('segment_runs')} where run_id in ('r0', 'r1')"))
+    counted, dates = view()
+    assert dates == {(None, d2)}
+    assert counted == transitions_by_definition(history_rows, None, d2)
+    assert sum(customers for *_, customers in counted) == 7
