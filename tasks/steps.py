@@ -141,7 +141,7 @@ def segment_features(
     if clustered.all():
         purchasers = features
     else:  # a copy of the columns a model reads (this run's, the stored one's), not of the whole frame:
-        # at 877k customers ~23 MB instead of ~62 MB, held through the step to its peak of memory
+        # at 877k customers ~30 MB instead of ~62 MB, held through the step to its peak of memory
         model_columns = {*settings.features, *(stored.model.input_columns if stored else ())}
         purchasers = features.loc[clustered, [column for column in features if column in model_columns]]
     decision = decide_model_action(
