@@ -245,6 +245,17 @@ def transitions_by_definition(rows: pd.DataFrame, from_day: str | None, to_day: 
     }
 
 
+def replace_rows(conn: sa.Connection, backend: Backend, table: str, columns: list[str], rows: list[tuple]) -> None:
+    """Empty an output table and insert ``rows`` (tuples of ``columns``' values) as bound parameters."""
+    conn.execute(sa.text(f"delete from {backend.table(table)}"))
+    names = ", ".join(columns)
+    placeholders = ", ".join(f":{column}" for column in columns)
+    conn.execute(
+        sa.text(f"insert into {backend.table(table)} ({names}) values ({placeholders})"),
+        [dict(zip(columns, row, strict=True)) for row in rows],
+    )
+
+
 def test_transitions_count_each_customer_between_the_two_latest_successful_dates(backend: Backend) -> None:
     load_synthetic(backend, customers=60)
     run_without_prefect(backend)  # creates the outputs and the view
@@ -268,25 +279,17 @@ def test_transitions_count_each_customer_between_the_two_latest_successful_dates
     ]
     runs = [("r0", d0, "succeeded"), ("r1", d1, "succeeded"), ("r1-old", d1, "superseded"), ("r2", d2, "succeeded")]
     runs.append(("r3", d3, "failed"))  # not a date of the view
+    history_columns = ["customer_id", "segment_id", "segment_name", "valid_from", "valid_to"]
     with backend.engine().begin() as conn:
-        conn.execute(sa.text(f"delete from {backend.table('customer_segment_history')}"))
-        conn.execute(sa.text(f"delete from {backend.table('segment_runs')}"))
-        conn.execute(
-            sa.text(
-                f"insert into {backend.table('customer_segment_history')} "
-                "(customer_id, segment_id, segment_name, valid_from, valid_to, run_id) "
-                "values (:customer, :segment, :name, :valid_from, :valid_to, 'r')"
-            ),
-            [{"customer": c, "segment": s, "name": n, "valid_from": f, "valid_to": t} for c, s, n, f, t in rows],
+        replace_rows(conn, backend, "customer_segment_history", [*history_columns, "run_id"], [(*r, "r") for r in rows])
+        replace_rows(
+            conn,
+            backend,
+            "segment_runs",
+            ["run_id", "as_of", "started_at", "status"],
+            [(r, a, AS_OF, s) for r, a, s in runs],
         )
-        conn.execute(
-            sa.text(
-                f"insert into {backend.table('segment_runs')} (run_id, as_of, started_at, status) "
-                "values (:run_id, :as_of, :started_at, :status)"
-            ),
-            [{"run_id": r, "as_of": a, "started_at": AS_OF, "status": s} for r, a, s in runs],
-        )
-    history_rows = pd.DataFrame(rows, columns=["customer_id", "segment_id", "segment_name", "valid_from", "valid_to"])
+    history_rows = pd.DataFrame(rows, columns=history_columns)
 
     def view() -> tuple[set[tuple], set[tuple[str | None, str]]]:
         frame = read(backend, "segment_transitions")
