@@ -33,6 +33,10 @@ class LockTimeoutError(SegmentsError):
     written. Usually transient (a long BI query): retried."""
 
 
+class ExtractTimeoutError(SegmentsError):
+    """The database stopped the extract's aggregation at its time limit; nothing was written."""
+
+
 class ModelError(SegmentsError):
     """The data cannot be segmented as asked (e.g. fewer customers than segments)."""
 

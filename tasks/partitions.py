@@ -25,10 +25,11 @@ from datetime import date
 from typing import Any
 
 import pandas as pd
+import psycopg.errors
 from sqlalchemy import text
 
 from tasks.database import connection_errors, load_sql, make_engine, quote_identifier, quote_table
-from tasks.errors import ConfigurationError, EmptySourceError
+from tasks.errors import ConfigurationError, EmptySourceError, ExtractTimeoutError
 from tasks.extract import (
     ExtractResult,
     RowCounts,
@@ -58,6 +59,8 @@ class PartitionPlan:
     source: SourceColumns
     # the customer ids where one partition ends and the next begins, ascending; partitions = bounds + 1
     bounds: tuple[Any, ...]
+    # how long a partition's aggregation may run before PostgreSQL stops it (its statement_timeout)
+    time_limit_seconds: float = 3600.0
 
     @property
     def partitions(self) -> int:
@@ -65,7 +68,12 @@ class PartitionPlan:
 
 
 def extract_partition(plan: PartitionPlan, partition: int) -> pd.DataFrame:
-    """The raw feature rows of the customers in ``partition`` (0-based), read in the plan's snapshot."""
+    """The raw feature rows of the customers in ``partition`` (0-based), read in the plan's snapshot.
+
+    Its time limit is the database's (``statement_timeout``, local to the transaction): a partition
+    runs in a thread of a Dask worker, where a Prefect task's timeout cannot interrupt a query that is
+    waiting on the server (Prefect warned so for every partition of every run), while PostgreSQL
+    stops its own query wherever the client runs."""
     if not 0 <= partition < plan.partitions:
         raise ValueError(f"partition {partition} of {plan.partitions}")
     settings = plan.settings
@@ -83,7 +91,18 @@ def extract_partition(plan: PartitionPlan, partition: int) -> pd.DataFrame:
             conn.execution_options(isolation_level="REPEATABLE READ")
             conn.exec_driver_sql("SET TRANSACTION SNAPSHOT " + snapshot_literal(plan.snapshot))
             set_extract_options(conn)
-            frame = fetch_with_copy(conn, sql, params)
+            limit = f"{round(plan.time_limit_seconds * 1000)}ms"
+            conn.execute(text("select set_config('statement_timeout', :limit, true)"), {"limit": limit})
+            try:
+                frame = fetch_with_copy(conn, sql, params)
+            except psycopg.errors.QueryCanceled as error:
+                if "statement timeout" not in (error.diag.message_primary or ""):
+                    raise  # cancelled by someone else (pg_cancel_backend)
+                raise ExtractTimeoutError(
+                    f"partition {partition + 1} of {plan.partitions} of the extract ran longer than "
+                    f"{plan.time_limit_seconds:g} s and PostgreSQL stopped it ({error.diag.message_primary}); "
+                    "nothing was written"
+                ) from None
             conn.rollback()
         return frame
     finally:

@@ -349,7 +349,8 @@ def extract_features(settings: SegmentSettings, as_of: date) -> ExtractResult:
     task_run_name="extract customer partition {partition}",
     cache_policy=NO_CACHE,
     persist_result=False,
-    timeout_seconds=3600,
+    # no timeout_seconds: in a Dask worker's thread Prefect cannot enforce it (and warns); the
+    # partition's statement_timeout is the limit (PartitionPlan.time_limit_seconds)
     retries=2,
     retry_delay_seconds=[5, 30],
     retry_condition_fn=retry_if_transient,

@@ -188,13 +188,11 @@ def test_the_nightly_deployment_runs_from_the_api_on_a_worker(
         backend.dispose()
 
 
-def test_partitions_run_in_parallel_on_a_local_dask_cluster(
-    prefect_server: dict[str, str], postgres_url: str, pg_schema: str, tmp_path: Path
-) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+def run_in_two_partitions(
+    prefect_server: dict[str, str], postgres_url: str, pg_schema: str, tmp_path: Path, **settings: str
+) -> str:
+    """`segments run --partitions 2` on a small shop against the test server; checks that it succeeded
+    and wrote what one query computes, and returns its console output."""
     from tasks.extract import extract_customer_features
     from tasks.settings import load_settings
 
@@ -206,7 +204,7 @@ def test_partitions_run_in_parallel_on_a_local_dask_cluster(
         "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
         "SEGMENTS_ORDER_ID_COLUMN": "order_id",
         "SEGMENTS_REPORT_PATH": "",
-    }
+    } | settings
     result = subprocess.run(
         [str(BIN / "segments"), "run", "--as-of", AS_OF.isoformat(), "--partitions", "2", "--n-clusters", "4"],
         env=prefect_server | mapping | {"COLUMNS": "200"},
@@ -216,12 +214,8 @@ def test_partitions_run_in_parallel_on_a_local_dask_cluster(
         timeout=300,
         check=False,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    # the local cluster starts and stops quietly: none of Dask's own INFO lines ("distributed.scheduler
-    # - State start", ...) reach the console; Prefect's one line saying it creates the cluster stays
-    dask_chatter = re.findall(r"\| INFO +\| distributed\.\S+ - .*", result.stdout + result.stderr)
-    assert not dask_chatter, dask_chatter[:5]
-    assert "Creating a new Dask cluster" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
 
     # what the two partitions wrote is what one query computes
     with backend.engine().connect() as conn:
@@ -233,28 +227,35 @@ def test_partitions_run_in_parallel_on_a_local_dask_cluster(
             conn,
         )
     backend.dispose()
-    settings = load_settings(
+    one_query = load_settings(
         database_url=postgres_url, source_table=f"{pg_schema}.transactions", order_id_column="order_id"
     )
-    expected = extract_customer_features(settings, AS_OF).features.reset_index(drop=True)
+    expected = extract_customer_features(one_query, AS_OF).features.reset_index(drop=True)
     assert written["customer_id"].tolist() == expected["customer_id"].tolist()
     assert written["frequency"].tolist() == expected["frequency"].tolist()
     assert written["monetary"].astype(float).round(6).tolist() == expected["monetary"].round(6).tolist()
+    return output
+
+
+def test_partitions_run_in_parallel_on_a_local_dask_cluster(
+    prefect_server: dict[str, str], postgres_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    output = run_in_two_partitions(prefect_server, postgres_url, pg_schema, tmp_path)
+    # the local cluster starts and stops quietly: none of Dask's own INFO lines ("distributed.scheduler
+    # - State start", ...) reach the console; Prefect's one line saying it creates the cluster stays
+    dask_chatter = re.findall(r"\| INFO +\| distributed\.\S+ - .*", output)
+    assert not dask_chatter, dask_chatter[:5]
+    assert "Creating a new Dask cluster" in output
+    # the partitions' time limit is the database's (statement_timeout): Prefect's own cannot stop a
+    # task in a Dask worker thread, and said so in a warning for every partition of every run
+    assert "Timeouts in worker threads" not in output
 
     # the server saw both partitions run as tasks of the extract-partitions subflow
-    with (
-        temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}),
-        get_client(sync_client=True) as client,
-    ):
-        runs = client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="extract customer partition"))
-        )
-    assert sorted(run.name for run in runs) == ["extract customer partition 0", "extract customer partition 1"]
-    assert all(run.state is not None and run.state.is_completed() for run in runs)
+    subflow_id = check_partition_task_runs(prefect_server["PREFECT_API_URL"], postgres_url, pg_schema)
 
     # The subflow runs in the process of the flow run, whose heartbeat covers it: it sends none of its
     # own (Prefect waited for its heartbeat thread, up to a second and more, at its end).
-    heartbeats = flow_run_heartbeats(prefect_server["PREFECT_API_URL"], runs[0].flow_run_id)
+    heartbeats = flow_run_heartbeats(prefect_server["PREFECT_API_URL"], subflow_id)
     assert heartbeats["parent"] >= 1  # the flow run's own: the server records heartbeats
     assert heartbeats["subflow"] == 0
 
@@ -296,3 +297,91 @@ def flow_run_heartbeats(api_url: str, subflow_run_id: uuid.UUID | None) -> dict[
             "parent": count(client, "prefect.flow-run.heartbeat", f"prefect.flow-run.{parent_flow_run_id}"),
             "subflow": count(client, "prefect.flow-run.heartbeat", f"prefect.flow-run.{subflow_run_id}"),
         }
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A Dask scheduler and one worker, each a process of its own started from another directory with
+    none of the job's settings, as on other machines. Yields the scheduler's address and the worker's log."""
+    from distributed import Client
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SEGMENTS_", "PREFECT_"))}
+    env |= {"PREFECT_HOME": str(tmp_path / "worker-prefect-home"), "DO_NOT_TRACK": "1"}
+    workdir = tmp_path / "dask"
+    workdir.mkdir()
+    logs = {name: (tmp_path / f"dask-{name}.log").open("wb") for name in ("scheduler", "worker")}
+    commands = {
+        "scheduler": ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        "worker": ["worker", address, "--nthreads", "2", "--no-dashboard", "--name", "remote-worker"],
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, arguments in commands.items():
+            processes.append(
+                subprocess.Popen(
+                    [str(BIN / "dask"), *arguments],
+                    env=env,
+                    cwd=workdir,
+                    stdout=logs[name],
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address, tmp_path / "dask-worker.log"
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        for log in logs.values():
+            log.close()
+
+
+def test_partitions_run_on_the_dask_cluster_at_the_configured_address(
+    prefect_server: dict[str, str], postgres_url: str, pg_schema: str, tmp_path: Path, dask_cluster: tuple[str, Path]
+) -> None:
+
+    address, worker_log = dask_cluster
+    output = run_in_two_partitions(prefect_server, postgres_url, pg_schema, tmp_path, SEGMENTS_DASK_ADDRESS=address)
+    assert f"Connecting to an existing Dask cluster at {address}" in output
+    assert "Creating a new Dask cluster" not in output
+
+    # the partitions ran in the worker's process, not in the job's, with no warning about their limit
+    worker_output = worker_log.read_text()
+    assert "Partition 0 of 2" in worker_output and "Partition 1 of 2" in worker_output, worker_output[-4000:]
+    assert "Partition 0 of 2" not in output
+    assert "Timeouts in worker threads" not in worker_output
+
+    # the worker, which has none of the job's settings, reported its task runs to the job's server
+    # (prefect-dask sends the flow run's settings with each task), as tasks of the run's subflow
+    check_partition_task_runs(prefect_server["PREFECT_API_URL"], postgres_url, pg_schema)
+
+
+def check_partition_task_runs(api_url: str, postgres_url: str, pg_schema: str) -> uuid.UUID:
+    """Check that the server holds both partitions' task runs, completed, in the subflow of the flow
+    run recorded in ``segment_runs``; returns the subflow's id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    with backend.engine().connect() as conn:
+        flow_run_id = conn.execute(sa.text(f"select flow_run_id from {pg_schema}.segment_runs")).scalar_one()
+    backend.dispose()
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        (subflow,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[subflow.id]))
+        )
+    assert sorted(run.name for run in runs) == ["extract customer partition 0", "extract customer partition 1"]
+    assert all(run.state is not None and run.state.is_completed() for run in runs)
+    return subflow.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import Future
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from tasks.errors import ExtractTimeoutError
 from tasks.extract import extract_customer_features
 from tasks.partitions import PartitionPlan, extract_in_partitions, extract_partition
 from tasks.settings import load_settings
@@ -178,6 +180,27 @@ def test_the_plain_pipeline_runs_partitions_on_threads_over_a_view(shop: Backend
 
     pd.testing.assert_frame_equal(partitioned.features, whole.features)
     assert partitioned.counts == whole.counts
+    shop.dispose()
+
+
+def test_postgresql_stops_a_partition_at_its_time_limit_with_a_clear_error(shop: Backend) -> None:
+    # a view that pauses once per query (an init plan) before its rows: every partition takes 1 s
+    with shop.engine().begin() as conn:
+        conn.exec_driver_sql(
+            f"create view {shop.table('slow_transactions')} as select * from {shop.table('transactions')} "
+            "where (select pg_sleep(1)::text) = ''"
+        )
+    settings = load_settings(
+        **shop.settings(order_id_column="order_id", partitions=2, source_table=f"{shop.schema}.slow_transactions")
+    )
+
+    def with_a_short_limit(plan: PartitionPlan) -> list[pd.DataFrame]:
+        assert plan.time_limit_seconds == 3600  # the default, an hour
+        limited = dataclasses.replace(plan, time_limit_seconds=0.2)
+        return [extract_partition(limited, partition) for partition in range(plan.partitions)]
+
+    with pytest.raises(ExtractTimeoutError, match=r"partition 1 of 2 .* longer than 0\.2 s .*statement timeout"):
+        extract_in_partitions(settings, AS_OF, with_a_short_limit)
     shop.dispose()
 
 
