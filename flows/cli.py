@@ -36,9 +36,12 @@ DEMO_CUSTOMERS = 3_000
 
 
 def _prepare_prefect_environment() -> None:
-    # The temporary Prefect server can need more than its default 20 s to start on a fresh
-    # PREFECT_HOME on a small machine; users' own settings win.
+    # Settings for the temporary Prefect server the CLI starts when PREFECT_API_URL is unset (a server
+    # of the user's own is not affected); users' own settings win. It can need more than its default
+    # 20 s to start on a fresh PREFECT_HOME on a small machine. And it sends no usage telemetry: the
+    # user did not ask for a server, and offline its attempt printed an ERROR line in every demo.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _fail(error: SegmentsError) -> typer.Exit:
