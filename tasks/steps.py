@@ -397,14 +397,22 @@ def dask_task_runner(settings: SegmentSettings) -> Any:
 
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
+    # The local cluster's HTTP server (dashboard, metrics, cluster and task pages) listens on the
+    # loopback, on a free port, and its link says so: with dashboard_address None it still listened
+    # on every interface at 8787 for the length of each run (and moved, with a warning, when 8787
+    # was taken).
+    dask.config.set({"distributed.dashboard.link": "{scheme}://127.0.0.1:{port}/status"})
     return DaskTaskRunner(
         cluster_kwargs={
             "n_workers": 1,
             "threads_per_worker": settings.partitions,
             "processes": False,
-            "dashboard_address": None,
+            "dashboard_address": LOCAL_DASHBOARD_ADDRESS,
         }
     )
+
+
+LOCAL_DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
 def extract_on_dask(settings: SegmentSettings, as_of: date) -> ExtractResult:
