@@ -3,6 +3,7 @@ worker of the process pool, and the concurrency limit cancelling a second run.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -188,6 +189,9 @@ def test_the_nightly_deployment_runs_from_the_api_on_a_worker(
         backend.dispose()
 
 
+PASSWORD = "s3cret-pw"
+
+
 def run_in_two_partitions(
     prefect_server: dict[str, str], postgres_url: str, pg_schema: str, tmp_path: Path, **settings: str
 ) -> str:
@@ -198,8 +202,10 @@ def run_in_two_partitions(
 
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend, customers=300)
+    # with a password (the test server trusts any): it travels to the partitions, and must show nowhere
+    secret_url = sa.engine.make_url(postgres_url).set(password=PASSWORD).render_as_string(hide_password=False)
     mapping = {
-        "SEGMENTS_DATABASE_URL": postgres_url,
+        "SEGMENTS_DATABASE_URL": secret_url,
         "SEGMENTS_SOURCE_TABLE": f"{pg_schema}.transactions",
         "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
         "SEGMENTS_ORDER_ID_COLUMN": "order_id",
@@ -216,6 +222,7 @@ def run_in_two_partitions(
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
+    assert PASSWORD not in output
 
     # what the two partitions wrote is what one query computes
     with backend.engine().connect() as conn:
@@ -353,6 +360,7 @@ def test_partitions_run_on_the_dask_cluster_at_the_configured_address(
     assert "Partition 0 of 2" in worker_output and "Partition 1 of 2" in worker_output, worker_output[-4000:]
     assert "Partition 0 of 2" not in output
     assert "Timeouts in worker threads" not in worker_output
+    assert PASSWORD not in worker_output
 
     # the worker, which has none of the job's settings, reported its task runs to the job's server
     # (prefect-dask sends the flow run's settings with each task), as tasks of the run's subflow
@@ -384,4 +392,7 @@ def check_partition_task_runs(api_url: str, postgres_url: str, pg_schema: str) -
         )
     assert sorted(run.name for run in runs) == ["extract customer partition 0", "extract customer partition 1"]
     assert all(run.state is not None and run.state.is_completed() for run in runs)
+    # the subflow's parameter, the partition plan, holds the settings: the server keeps the URL masked
+    shown = json.dumps(subflow.parameters, default=str)
+    assert '"database_url"' in shown and PASSWORD not in shown
     return subflow.id
