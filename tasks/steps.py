@@ -407,12 +407,9 @@ def dask_task_runner(settings: SegmentSettings) -> Any:
             "n_workers": 1,
             "threads_per_worker": settings.partitions,
             "processes": False,
-            "dashboard_address": LOCAL_DASHBOARD_ADDRESS,
+            "dashboard_address": "127.0.0.1:0",
         }
     )
-
-
-LOCAL_DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
 def extract_on_dask(settings: SegmentSettings, as_of: date) -> ExtractResult:
