@@ -318,6 +318,7 @@ def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     env |= {"PREFECT_HOME": str(tmp_path / "worker-prefect-home"), "DO_NOT_TRACK": "1"}
     workdir = tmp_path / "dask"
     workdir.mkdir()
+    env["DASK_TEMPORARY_DIRECTORY"] = str(workdir)  # their scratch space, not /tmp/dask-scratch-space
     logs = {name: (tmp_path / f"dask-{name}.log").open("wb") for name in ("scheduler", "worker")}
     commands = {
         "scheduler": ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
