@@ -12,6 +12,12 @@ allocators. Two settings return them:
 
 Together: 533 -> 439 MB after the extract, peak 785 -> 734 MB at 877k customers. Both are process-wide
 and idempotent; elsewhere than glibc the second is skipped.
+
+The price is a fresh mapping, zeroed page by page by the kernel, for every block freed and allocated
+again. The model step makes dozens of short-lived arrays of the population's size: at 877k customers
+it took 130k page faults and 1.36-1.53 s. :func:`freed_memory_reused` keeps its freed blocks in the
+heap for its next arrays and gives them back when it ends: 13.5k faults and 1.08-1.24 s, for a peak
+21 MB higher (512 -> 533 MB).
 """
 
 from __future__ import annotations
@@ -19,9 +25,28 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+# mallopt parameter numbers in glibc's malloc.h
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024
+TRIM_THRESHOLD_BYTES = 128 * 1024  # glibc's default, kept while the mmap threshold is fixed
+# inside freed_memory_reused: blocks up to this size come from the heap, which keeps what is freed
+STEP_MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
+STEP_TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    library = ctypes.util.find_library("c")
+    if not library:
+        return None
+    libc = ctypes.CDLL(library)
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):  # not glibc (e.g. macOS)
+        return None
+    return libc
 
 
 @functools.cache
@@ -30,10 +55,26 @@ def return_freed_memory() -> bool:
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
-    library = ctypes.util.find_library("c")
-    if not library:
-        return False
-    libc = ctypes.CDLL(library)
-    if not hasattr(libc, "mallopt"):  # not glibc (e.g. macOS)
-        return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
+@contextmanager
+def freed_memory_reused() -> Iterator[None]:
+    """Within the block, memory freed is kept in the heap and reused by the next allocations (not
+    unmapped, then mapped and zeroed again); at its end it goes back to the system (``malloc_trim``)
+    and the settings of :func:`return_freed_memory` apply again. For a step that allocates and frees
+    many large temporary arrays. Applies :func:`return_freed_memory` first; without glibc it does
+    nothing more."""
+    libc = _glibc() if return_freed_memory() else None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_TRIM_THRESHOLD, STEP_TRIM_THRESHOLD_BYTES)
+    libc.mallopt(_M_MMAP_THRESHOLD, STEP_MMAP_THRESHOLD_BYTES)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        libc.malloc_trim(0)

@@ -32,6 +32,7 @@ from tasks.database import is_transient
 from tasks.errors import ConfigurationError
 from tasks.extract import ExtractResult
 from tasks.lifecycle import ModelDecision, StoredModel, decide_model_action, match_segments, psi_reference
+from tasks.memory import freed_memory_reused
 from tasks.model import ElbowCurve, SegmentModel, clustering_metrics, fit_segment_model, nearest_centroid
 from tasks.partitions import PartitionPlan, extract_partition
 from tasks.segments import (
@@ -120,6 +121,7 @@ class ModelOutcome:
 
 
 @one_native_thread
+@freed_memory_reused()  # its arrays of the population's size, freed and made again, reuse the heap
 def segment_features(
     extract: ExtractResult,
     settings: SegmentSettings,

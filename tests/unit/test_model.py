@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,10 @@ import pytest
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 import tasks.model as model_module
+import tasks.steps as steps
 from tasks.errors import ModelError
+from tasks.extract import ExtractResult, RowCounts
+from tasks.memory import return_freed_memory
 from tasks.model import (
     ElbowCurve,
     Encoding,
@@ -23,6 +27,8 @@ from tasks.model import (
     nearest_centroid,
     signed_log1p,
 )
+from tasks.settings import load_settings
+from tests.support.memory import PAGES_PER_BLOCK, cycle_faults
 
 FEATURES = ("recency_days", "frequency", "monetary")
 # Behavioural groups far apart in (recency days, orders, net spend).
@@ -220,17 +226,8 @@ def test_the_knee_is_not_pulled_early_by_a_dominant_first_drop() -> None:
     assert find_knee(list(range(1, 11)), inertias) == 5
 
 
-def test_the_model_step_runs_its_native_thread_pools_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    # KMeans' OpenMP and OpenBLAS default to a thread per core; on the model's sample they only waited
-    # on each other (and on the database's row count running beside the model).
-    from datetime import UTC, date, datetime
-
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    import tasks.steps as steps
-    from tasks.extract import ExtractResult, RowCounts
-    from tasks.settings import load_settings
-
+def planted_extract() -> ExtractResult:
+    """An extract of three planted groups of customers, for the model step."""
     frame, _ = planted_groups(3)
     features = frame.assign(
         customer_id=[f"c{index}" for index in range(len(frame))],
@@ -238,7 +235,14 @@ def test_the_model_step_runs_its_native_thread_pools_on_one_thread(monkeypatch: 
         tenure_days=frame["recency_days"] + 30,
     )
     counts = RowCounts(rows_scanned=len(frame), rows_in_window=len(frame), rows_before_window=0, rejected_by_reason={})
-    extract = ExtractResult(features=features, row_counts=counts, as_of=date(2024, 3, 1), customer_id_is_integer=False)
+    return ExtractResult(features=features, row_counts=counts, as_of=date(2024, 3, 1), customer_id_is_integer=False)
+
+
+def test_the_model_step_runs_its_native_thread_pools_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # KMeans' OpenMP and OpenBLAS default to a thread per core; on the model's sample they only waited
+    # on each other (and on the database's row count running beside the model).
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     threads_seen: list[int] = []
     original = steps.fit_segment_model
 
@@ -249,9 +253,30 @@ def test_the_model_step_runs_its_native_thread_pools_on_one_thread(monkeypatch: 
     monkeypatch.setattr(steps, "fit_segment_model", fit_noting_threads)
     with threadpool_limits(limits=2):  # what a 2-core machine gives by default
         steps.segment_features(
-            extract, load_settings(n_clusters=3), run_id="r", scored_at=datetime.now(UTC), stored=None
+            planted_extract(), load_settings(n_clusters=3), run_id="r", scored_at=datetime.now(UTC), stored=None
         )
         after = {pool["num_threads"] for pool in threadpool_info()}
 
     assert threads_seen and set(threads_seen) == {1}
     assert after == {2}  # the caller's limits come back
+
+
+def test_the_model_step_reuses_the_memory_it_frees(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job returns freed memory to the system (tasks/memory.py), so every array made again is fresh
+    # pages zeroed by the kernel: at 877k customers the step took 130k page faults and ~0.3 s longer.
+    faults_inside: list[int] = []
+    original = steps.fit_segment_model
+
+    def fit_noting_faults(*args, **kwargs):  # type: ignore[no-untyped-def]
+        faults_inside.append(cycle_faults())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "fit_segment_model", fit_noting_faults)
+    return_freed_memory()  # as the flow and the pipeline do first
+    steps.segment_features(
+        planted_extract(), load_settings(n_clusters=3), run_id="r", scored_at=datetime.now(UTC), stored=None
+    )
+    faults_after = cycle_faults()
+
+    assert faults_inside and faults_inside[0] < 10 * PAGES_PER_BLOCK, faults_inside  # a freed block reused
+    assert faults_after >= 90 * PAGES_PER_BLOCK, faults_after  # the job's settings apply again after it
