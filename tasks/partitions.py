@@ -7,7 +7,7 @@ the partitions run (Dask workers on other machines reach the same database; in t
 threads of the job). Partitions are disjoint and cover every customer: concatenated, they equal the
 one-query extract.
 
-Partitions are ranges of the customer id, cut at quantiles of a sample of the source (about 200,000
+Partitions are ranges of the customer id, cut at quantiles of a sample of the source (about 50,000
 rows, read with ``TABLESAMPLE SYSTEM``; a view or a small table is read whole). With the covering
 index each partition reads only its own part of the index: two partitions on two free cores take
 about half the time of one query. (Partitions by a hash of the id each read the whole index, and two
@@ -109,7 +109,10 @@ def extract_partition(plan: PartitionPlan, partition: int) -> pd.DataFrame:
         engine.dispose()
 
 
-SAMPLE_ROWS = 200_000
+# At 10M rows (time order, customers interleaved) a block sample of 200,000 rows took 0.15 s and one of
+# 50,000 0.04 s, and both cut 2 partitions within 0.4% of the middle (5 samples each; 20,000: 0.02 s,
+# within 0.4%; 10,000: 0.015 s, 2.2% off): a partition of 0.4% more rows runs ~0.01 s longer.
+SAMPLE_ROWS = 50_000
 
 
 def partition_bounds(settings: SegmentSettings, partitions: int) -> tuple[Any, ...]:
@@ -121,7 +124,7 @@ def partition_bounds(settings: SegmentSettings, partitions: int) -> tuple[Any, .
 
     The size of a view, or of a table never analyzed, is the planner's estimate. Sorting every id of a
     10M-row view took 10.5 s here, reading it with a row sample 0.9 s (a block sample of the table:
-    0.2 s)."""
+    0.04 s)."""
     if partitions < 2:
         return ()
     url = settings.database_url.get_secret_value()
