@@ -59,14 +59,20 @@ def return_freed_memory() -> bool:
     return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
+def _threshold_fixed() -> bool:
+    """Whether :func:`return_freed_memory` has fixed glibc's threshold in this process (without
+    calling it: a program that embeds the steps keeps its allocator as it set it)."""
+    return return_freed_memory.cache_info().currsize > 0 and return_freed_memory()
+
+
 @contextmanager
 def freed_memory_reused() -> Iterator[None]:
     """Within the block, memory freed is kept in the heap and reused by the next allocations (not
     unmapped, then mapped and zeroed again); at its end it goes back to the system (``malloc_trim``)
     and the settings of :func:`return_freed_memory` apply again. For a step that allocates and frees
-    many large temporary arrays. Applies :func:`return_freed_memory` first; without glibc it does
-    nothing more."""
-    libc = _glibc() if return_freed_memory() else None
+    many large temporary arrays. Only where those settings apply (the job, the pipeline): elsewhere
+    glibc's own moving threshold already keeps freed blocks, and nothing is changed."""
+    libc = _glibc() if _threshold_fixed() else None
     if libc is None:
         yield
         return

@@ -102,3 +102,28 @@ def test_a_step_reuses_the_memory_it_frees_and_returns_it_at_its_end() -> None:
     # the job's settings apply again afterwards, after an error too
     assert figures["after"] >= 90 * pages_per_block, figures
     assert figures["after_error"] >= 90 * pages_per_block, figures
+
+
+# A program that embeds the steps without the job's settings: the block changes nothing of its own.
+UNCONFIGURED_SCRIPT = """
+import numpy as np
+import pyarrow as pa
+
+from tasks.memory import freed_memory_reused
+
+backend = pa.default_memory_pool().backend_name
+with freed_memory_reused():
+    block = np.ones(2**20 // 8)
+    del block
+print(backend, pa.default_memory_pool().backend_name)
+"""
+
+
+def test_a_step_leaves_the_allocators_of_a_program_without_the_jobs_settings_alone() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", UNCONFIGURED_SCRIPT], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    before, after = result.stdout.split()
+
+    assert before != "system"  # Arrow's own pool (mimalloc or jemalloc)...
+    assert after == before  # ...still in place: the job's settings were not applied by the step
