@@ -396,7 +396,8 @@ def main() -> None:
         "--repeat",
         type=int,
         default=1,
-        help="rounds of the aggregation and product runs; medians and ranges are printed (the naive way runs once)",
+        help="rounds of the aggregation and product runs; medians and ranges are printed (the naive way runs once, "
+        "after them, unless --naive-each-round)",
     )
     parser.add_argument(
         "--naive-each-round",
