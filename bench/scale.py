@@ -93,7 +93,9 @@ def _set_index(url: str, index: bool) -> float:
 
     started = time.perf_counter()
     if index:
-        create_covering_index(settings_for(url))
+        built = create_covering_index(settings_for(url))
+        if built.action == "rebuilt":
+            print(f"covering index rebuilt: {built.reason}", file=sys.stderr)
     else:
         engine = make_engine(url)
         with engine.connect() as conn:

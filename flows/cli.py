@@ -467,9 +467,14 @@ def index(
             raise ConfigurationError("the covering index is for a PostgreSQL transactions source")
         if create:
             with console.status("Creating the index concurrently, then VACUUM ANALYZE (minutes on a large table)..."):
-                statement = create_covering_index(settings)
-            console.print(statement, highlight=False, markup=False, soft_wrap=True)
-            console.print("Created.", highlight=False)
+                built = create_covering_index(settings)
+            console.print(built.statement, highlight=False, markup=False, soft_wrap=True)
+            done = {
+                "created": "Created.",
+                "kept": "It was already there, valid and on these columns: kept it (the source was analyzed again).",
+                "rebuilt": f"Dropped the index of this name and built it again: {built.reason}.",
+            }
+            console.print(done[built.action], highlight=False, markup=False)
             return
         engine = make_engine(settings.database_url.get_secret_value())
         try:

@@ -33,6 +33,10 @@ class LockTimeoutError(SegmentsError):
     written. Usually transient (a long BI query): retried."""
 
 
+class IndexBuildInProgressError(SegmentsError):
+    """Another session is building the covering index of the same source; wait for it."""
+
+
 class ExtractTimeoutError(SegmentsError):
     """The database stopped the extract's aggregation at its time limit; nothing was written."""
 

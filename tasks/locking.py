@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -27,10 +27,11 @@ class RunInProgressError(SegmentsError):
     """Another run holds the lock of the same output."""
 
 
-def lock_key(settings: SegmentSettings) -> int:
-    """A stable signed 64-bit key for the output (database and schema) of ``settings``."""
+def lock_key(settings: SegmentSettings, what: str | None = None) -> int:
+    """A stable signed 64-bit key for the output (database and schema) of ``settings``, or, with
+    ``what``, for that object of the same database (e.g. the covering index of a source table)."""
     url = make_url(settings.database_url.get_secret_value())
-    name = f"customer-segments:{url.host}:{url.port}:{url.database}:{settings.output_schema}"
+    name = f"customer-segments:{url.host}:{url.port}:{url.database}:{what or settings.output_schema}"
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
@@ -38,7 +39,12 @@ def lock_key(settings: SegmentSettings) -> int:
 def run_lock(settings: SegmentSettings) -> Iterator[None]:
     """Hold the output's lock for the duration of the block, or raise :class:`RunInProgressError`."""
     if settings.dialect == "postgresql":
-        with _advisory_lock(settings):
+        schema = settings.output_schema
+        with advisory_lock(
+            settings,
+            lock_key(settings),
+            lambda who: RunInProgressError(f"another run is writing to schema {schema!r}{who}; wait for it to finish"),
+        ):
             yield
     else:
         with _file_lock(settings):
@@ -46,10 +52,12 @@ def run_lock(settings: SegmentSettings) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _advisory_lock(settings: SegmentSettings) -> Iterator[None]:
+def advisory_lock(settings: SegmentSettings, key: int, busy: Callable[[str], SegmentsError]) -> Iterator[None]:
+    """Hold PostgreSQL's session-level advisory lock ``key`` on a connection of its own for the block.
+    If another session holds it, raise ``busy(who)`` at once, ``who`` naming the holder's server
+    process (or empty)."""
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
-    key = lock_key(settings)
     try:
         with connection_errors(url), engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -68,9 +76,7 @@ def _advisory_lock(settings: SegmentSettings) -> Iterator[None]:
                 if holder is not None:
                     since = f"{holder.backend_start:%H:%M:%S}"
                     who = f" (server process {holder.pid}, {holder.application_name}, since {since})"
-                raise RunInProgressError(
-                    f"another run is writing to schema {settings.output_schema!r}{who}; wait for it to finish"
-                )
+                raise busy(who)
             try:
                 yield
             finally:

@@ -138,6 +138,33 @@ def test_run_writes_segments_for_a_configured_postgres_source(
     assert segments_written == 4
 
 
+def test_index_create_repairs_an_index_a_failed_build_left_and_one_build_runs_at_a_time(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    from tasks.extract import covering_index_lock_key
+    from tasks.locking import advisory_lock
+    from tasks.settings import load_settings
+    from tests.sql.test_covering_index import index_state, leave_an_invalid_covering_index
+    from tests.sql.test_load import load_synthetic
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    load_synthetic(backend, customers=100)
+    settings = load_settings(**backend.settings(order_id_column="order_id"))
+    leave_an_invalid_covering_index(backend, settings)
+    env = postgres_env(postgres_url, pg_schema)
+
+    with advisory_lock(settings, covering_index_lock_key(settings), lambda who: AssertionError(who)):
+        busy = segments("index", "--create", cwd=tmp_path, env=env)
+    repaired = segments("index", "--create", cwd=tmp_path, env=env)
+
+    assert busy.returncode == 1 and "another `segments index --create` is building the index" in busy.stderr
+    assert repaired.returncode == 0, repaired.stderr[-3000:]
+    assert "built it again: an earlier build failed or was interrupted and left it invalid" in repaired.stdout
+    state = index_state(backend, settings)
+    assert state is not None and state[1]  # valid now
+    backend.dispose()
+
+
 def test_score_one_customer_with_the_stored_model(tmp_path: Path, postgres_url: str, pg_schema: str) -> None:
     from tests.sql.test_load import load_synthetic, run_without_prefect
 
