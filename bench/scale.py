@@ -327,6 +327,36 @@ def settle(url: str) -> None:
         engine.dispose()
 
 
+def cpu_name() -> str:
+    """The CPU's model name as the kernel reports it (VMs of one kind differ: the bench prints it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def server_speed(url: str, rounds: int = 3) -> list[float]:
+    """Seconds the server takes for one fixed CPU-bound query (a numeric sum of 15M values), a few times.
+
+    It reads no table, so it compares VMs' speed for PostgreSQL's own work: the ceiling line follows it."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    seconds = []
+    try:
+        with engine.connect() as conn:
+            for _ in range(rounds):
+                clock = time.perf_counter()
+                conn.exec_driver_sql("select sum(x::numeric) from generate_series(1, 15000000) as x").scalar_one()
+                seconds.append(time.perf_counter() - clock)
+    finally:
+        engine.dispose()
+    return seconds
+
+
 def run_child(step: str, url: str, *extra: str) -> tuple[dict[str, float], float]:
     """Run one step in a child process; return its figures and its peak memory in MB."""
     if step != "load":
@@ -441,6 +471,7 @@ def main() -> None:
         *(["--fresh"] if args.fresh else []),
         *(["--index"] if args.index else []),
     )
+    speed = server_speed(args.url)
     features_csv = str(Path(tempfile.gettempdir()) / f"bench_scale_naive_{os.getpid()}.csv")
     # Each round measures every aggregation and product run once, in this order, so that a ratio
     # compares runs made moments apart (this machine's speed drifts by up to 40% over minutes).
@@ -474,6 +505,10 @@ def main() -> None:
     print(
         f"\n{int(loaded['rows']):,} transactions, {customers:,} customers, "
         f"PostgreSQL {args.url.split('@')[-1]}, {os.cpu_count()} cores, {index}{rounds}"
+    )
+    print(
+        f"machine: {cpu_name()}; the server's speed check (a numeric sum of 15M values, no table) took "
+        f"{statistics.median(speed):.1f} s ({min(speed):.1f}-{max(speed):.1f}, {len(speed)} times)"
     )
     print(f"{'':58}{'seconds':>10}{'peak MB':>10}{'  range' if args.repeat > 1 else ''}")
     aggregation = [figures["seconds"] for figures in aggregations[1]]
