@@ -12,8 +12,6 @@ from datetime import date
 from typing import Any, Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import KMeans
 
 from tasks.errors import ModelError
 from tasks.model import MODEL_FORMAT_VERSION, SegmentModel, nearest_centroid
@@ -185,6 +183,8 @@ def decide_model_action(
     if psi[worst] > psi_threshold:
         return ModelDecision("refit", f"drift: PSI of {worst} is {psi[worst]:.3f} (> {psi_threshold})", figures)
 
+    from sklearn.cluster import KMeans  # here, not at the top: exports and scoring read models, never fit
+
     stored_msd = mean_squared_distance(values, stored.model.centroids)
     fresh = KMeans(n_clusters=stored.model.n_clusters, n_init=2, random_state=random_state).fit(values)
     fresh_msd = float(fresh.inertia_) / len(values)
@@ -236,6 +236,8 @@ def match_segments(new_model: SegmentModel, previous: StoredModel, grid_names: l
     """
     if previous.model.features != new_model.features:
         raise ModelError("cannot match segments of models fitted on different features")
+    from scipy.optimize import linear_sum_assignment
+
     old = previous.model.centroids * previous.model.scales + previous.model.means
     old_in_new_space = (old - new_model.means) / new_model.scales
     distances = ((new_model.centroids[:, None, :] - old_in_new_space[None, :, :]) ** 2).sum(axis=2)

@@ -11,12 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import kneed
 import numpy as np
 import pandas as pd
-import sklearn
-from sklearn.cluster import KMeans
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from tasks.errors import ModelError
 
@@ -283,6 +279,8 @@ def compute_elbow(values: np.ndarray, k_max: int, random_state: int) -> ElbowCur
     The knee is found by :func:`find_knee`; it may be ``None`` when the curve has no knee.
     Silhouettes are computed on a sample of at most 5,000 rows.
     """
+    from sklearn.cluster import KMeans  # here, not at the top: scoring and exports never fit
+
     rng = np.random.default_rng(random_state)
     silhouette_rows = _sample_indices(len(values), SILHOUETTE_SAMPLE_SIZE, rng)
     ks: list[int] = []
@@ -357,6 +355,8 @@ def find_knee(ks: list[int], inertias: list[float]) -> int | None:
     """
     if len(ks) < 3:
         return None
+    import kneed  # here, not at the top: it imports scipy.signal and matplotlib (~0.7 s)
+
     floor = max(inertias[0], 1.0) * 1e-12  # inertia can reach 0 when K equals the distinct points
     log_inertias = np.log(np.asarray(inertias) + floor)
     locator = kneed.KneeLocator(ks, log_inertias, curve="convex", direction="decreasing")
@@ -416,6 +416,9 @@ def fit_segment_model(
     (k-means++, ``random_state``) is fitted on at most ``sample_size`` customers and every customer is
     then assigned to the nearest centroid. The same inputs and seed give the same result.
     """
+    import sklearn
+    from sklearn.cluster import KMeans
+
     encoding = fit_encoding(frame, features)
     log_features = tuple(name for name in encoding.features if name in LOG_TRANSFORMED)
     values = _log_features(frame, encoding, log_features)
@@ -481,6 +484,8 @@ def clustering_metrics(
         "calinski_harabasz": None,
     }
     if 1 < len(np.unique(sample_labels)) < len(sample):
+        from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
         metrics["silhouette"] = silhouette_scores(sample, [sample_labels])[0]
         metrics["davies_bouldin"] = float(davies_bouldin_score(sample, sample_labels))
         metrics["calinski_harabasz"] = float(calinski_harabasz_score(sample, sample_labels))
