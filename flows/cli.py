@@ -509,13 +509,18 @@ def grants(
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    prefect_file: Annotated[
+        Path | None,
+        typer.Option(help="Deployment file to serve [default: deployments/prefect.yaml of this project]."),
+    ] = None,
+) -> None:
     """Serve the nightly deployment from this process, without a work pool: the schedule, time zone,
     parameters and concurrency limit of deployments/prefect.yaml. Runs until stopped (Ctrl-C)."""
-    from tasks.deployment import load_deployment, runner_deployment
+    from tasks.deployment import PREFECT_FILE, load_deployment, runner_deployment
 
     try:
-        spec = load_deployment()
+        spec = load_deployment(path=prefect_file or PREFECT_FILE)
     except SegmentsError as error:
         raise _fail(error) from None
     if not os.environ.get("PREFECT_API_URL"):

@@ -19,11 +19,25 @@ from tasks.memory import return_freed_memory
 from tasks.settings import IDENTIFIER_PATTERN, load_settings
 
 FLOW_NAME = "segment-customers"
+
+
+def form_field(title: str, description: str, **constraints: Any) -> Any:
+    """A parameter's label and one-line help in the UI's run form, with its validation bounds. Prefect
+    sets a parameter's schema title and description itself; `json_schema_extra` is applied after it."""
+    return Field(json_schema_extra={"title": title, "description": description}, **constraints)
+
+
 # Names as the UI form and the server validate them (the same pattern the settings enforce).
-ColumnName = Annotated[str | None, Field(pattern=IDENTIFIER_PATTERN.pattern, max_length=63)]
-TableName = Annotated[
-    str | None, Field(pattern=r"^(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$", max_length=127)
-]
+COLUMN_NAME = {"pattern": IDENTIFIER_PATTERN.pattern, "max_length": 63}
+TABLE_NAME = {"pattern": r"^(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$", "max_length": 127}
+
+
+def column_parameter(role: str, variable: str) -> Any:
+    return form_field(
+        f"{role} column", f"Column of the source holding the {role.lower()}. Empty: {variable}.", **COLUMN_NAME
+    )
+
+
 SUMMARY_PROFILE_COLUMNS = [
     "segment_id",
     "segment_name",
@@ -38,39 +52,106 @@ SUMMARY_PROFILE_COLUMNS = [
 
 @flow(name=FLOW_NAME, log_prints=False, validate_parameters=True)
 def segment_customers(
-    as_of: date | None = None,
-    n_clusters: Annotated[int | None, Field(ge=2, le=30)] = None,
-    k_min: Annotated[int | None, Field(ge=2, le=30)] = None,
-    k_max: Annotated[int | None, Field(ge=2, le=30)] = None,
-    model_policy: Literal["auto", "reuse", "refit"] | None = None,
-    lookback_days: Annotated[int | None, Field(ge=1, le=36_500)] = None,
-    sample_size: Annotated[int | None, Field(ge=100, le=10_000_000)] = None,
-    dry_run: bool = False,
-    force: bool = False,
-    compare_algorithms: bool = False,
-    partitions: Annotated[int | None, Field(ge=1, le=64)] = None,
-    source_table: TableName = None,
-    customer_id_column: ColumnName = None,
-    occurred_at_column: ColumnName = None,
-    amount_column: ColumnName = None,
-    quantity_column: ColumnName = None,
-    unit_price_column: ColumnName = None,
-    order_id_column: ColumnName = None,
-    output_schema: ColumnName = None,
-    database_url_secret: Annotated[str | None, Field(min_length=1, max_length=255)] = None,
+    as_of: Annotated[
+        date | None,
+        form_field(
+            "As-of date", "Rows dated before this day count. Empty: today (UTC), so a run sees up to yesterday."
+        ),
+    ] = None,
+    n_clusters: Annotated[
+        int | None,
+        form_field("Number of segments", "Empty: chosen automatically within the K range below.", ge=2, le=30),
+    ] = None,
+    k_min: Annotated[
+        int | None,
+        form_field("Fewest segments (automatic)", "Smallest K the automatic choice may pick. Empty: 2.", ge=2, le=30),
+    ] = None,
+    k_max: Annotated[
+        int | None,
+        form_field("Most segments (automatic)", "Largest K the automatic choice may pick. Empty: 10.", ge=2, le=30),
+    ] = None,
+    model_policy: Annotated[
+        Literal["auto", "reuse", "refit"] | None,
+        form_field(
+            "Model policy",
+            "auto: reuse the stored model unless it is missing, too old or the data drifted; "
+            "reuse: always score with the stored model; refit: always fit a new one. Empty: auto.",
+        ),
+    ] = None,
+    lookback_days: Annotated[
+        int | None,
+        form_field(
+            "Lookback (days)",
+            "Only rows of the last N days before the as-of date count. Empty: all history.",
+            ge=1,
+            le=36_500,
+        ),
+    ] = None,
+    sample_size: Annotated[
+        int | None,
+        form_field(
+            "Fit sample size",
+            "KMeans fits on at most this many customers; every customer is then assigned. Empty: 200,000.",
+            ge=100,
+            le=10_000_000,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, form_field("Dry run", "Compute and report, but write nothing to the output tables.")
+    ] = False,
+    force: Annotated[
+        bool,
+        form_field(
+            "Run past the data gates", "Write even when too many rows are rejected or customers dropped sharply."
+        ),
+    ] = False,
+    compare_algorithms: Annotated[
+        bool,
+        form_field("Compare algorithms", "Also fit a Gaussian mixture, Ward and DBSCAN beside KMeans, for the report."),
+    ] = False,
+    partitions: Annotated[
+        int | None,
+        form_field(
+            "Extract partitions",
+            "Aggregate in this many customer-id ranges at once, on Dask. Empty: SEGMENTS_PARTITIONS, else 1.",
+            ge=1,
+            le=64,
+        ),
+    ] = None,
+    source_table: Annotated[
+        str | None,
+        form_field(
+            "Source table",
+            "Transactions table or view, optionally schema.table. Empty: SEGMENTS_SOURCE_TABLE.",
+            **TABLE_NAME,
+        ),
+    ] = None,
+    customer_id_column: Annotated[str | None, column_parameter("Customer id", "SEGMENTS_CUSTOMER_ID_COLUMN")] = None,
+    occurred_at_column: Annotated[str | None, column_parameter("Order time", "SEGMENTS_OCCURRED_AT_COLUMN")] = None,
+    amount_column: Annotated[str | None, column_parameter("Amount", "SEGMENTS_AMOUNT_COLUMN")] = None,
+    quantity_column: Annotated[str | None, column_parameter("Quantity", "SEGMENTS_QUANTITY_COLUMN")] = None,
+    unit_price_column: Annotated[str | None, column_parameter("Unit price", "SEGMENTS_UNIT_PRICE_COLUMN")] = None,
+    order_id_column: Annotated[str | None, column_parameter("Order id", "SEGMENTS_ORDER_ID_COLUMN")] = None,
+    output_schema: Annotated[
+        str | None,
+        form_field(
+            "Output schema", "PostgreSQL schema of the output tables. Empty: SEGMENTS_OUTPUT_SCHEMA.", **COLUMN_NAME
+        ),
+    ] = None,
+    database_url_secret: Annotated[
+        str | None,
+        form_field(
+            "Database URL secret",
+            "Name of a Prefect Secret block holding the database URL. Empty: the worker's SEGMENTS_DATABASE_URL.",
+            min_length=1,
+            max_length=255,
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Segment customers from their transactions as of a date and write the segments for BI.
 
-    Parameters left empty fall back to ``SEGMENTS_*`` environment variables, then to defaults:
-    ``as_of`` today (UTC), K chosen automatically by the elbow within ``k_min``..``k_max`` (2..10),
-    all history (no lookback), 200,000 customers to fit on. ``dry_run`` computes everything and
-    writes nothing; ``force`` runs past the data gates (rejected-row share, customer drop);
-    ``compare_algorithms`` adds KMeans, Gaussian mixture, Ward and DBSCAN side by side to the report;
-    ``partitions`` above 1 splits the aggregation into customer-id ranges run in parallel on Dask
-    (a local cluster, or the one at ``SEGMENTS_DASK_ADDRESS``). The
-    source and output names override the ``SEGMENTS_*`` mapping for this run.
-    ``database_url_secret`` names a Prefect Secret block holding the database URL, so that a password
-    never becomes a parameter shown in the UI.
+    Parameters left empty fall back to ``SEGMENTS_*`` environment variables, then to defaults; each
+    parameter's title and description (the run form's labels) say which.
     """
     settings = load_settings(
         database_url=steps.read_secret(database_url_secret) if database_url_secret else None,

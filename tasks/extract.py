@@ -462,7 +462,7 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
                 )
                 columns = list(result.keys())
                 for partition in result.partitions(FETCH_CHUNK_ROWS):
-                    chunks.append(pd.DataFrame.from_records(partition, columns=columns))
+                    chunks.append(pd.DataFrame.from_records([tuple(row) for row in partition], columns=columns))
             conn.rollback()
     finally:
         engine.dispose()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,84 +13,23 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Backend
 from tests.sql.test_load import AS_OF, load_synthetic
+from tests.support.prefect_server import (
+    BIN,
+    REPO,
+    assert_the_run_form_explains_every_parameter,
+    free_port,
+    prefect_cli,
+    stop,
+)
 
 pytestmark = pytest.mark.e2e
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[2]
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process we started and everything it started (its own process group)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A `prefect server start` on a free local port; yields the environment that points at it."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("SEGMENTS_", "PREFECT_"))}
-    env |= {
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-    }
-    log = (home / "server.log").open("wb")
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        print(f"\n[figure] prefect server started in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        yield env
-    finally:
-        stop(server)
-        log.close()
-
-
-def prefect_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(BIN / "prefect"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=180, check=False
-    )
-    assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-    return result
 
 
 def wait_for_final_state(client, flow_run_id: uuid.UUID, timeout: float = 240) -> str:  # type: ignore[no-untyped-def]
@@ -143,6 +80,8 @@ def test_the_nightly_deployment_runs_from_the_api_on_a_worker(
             assert deployment.concurrency_options is not None
             assert str(deployment.concurrency_options.collision_strategy).endswith("CANCEL_NEW")
             assert deployment.schedules[0].schedule.timezone == "UTC"
+            # the run form the UI draws from the deployment's parameter schema explains itself
+            assert_the_run_form_explains_every_parameter(deployment.parameter_openapi_schema)
 
             # The server refuses a value out of the form's bounds before any run exists.
             with pytest.raises(Exception, match=r"n_clusters|Validation"):

@@ -9,6 +9,7 @@ import yaml
 
 from tasks.deployment import PREFECT_FILE, load_deployment, runner_deployment
 from tasks.errors import ConfigurationError
+from tests.support.prefect_server import assert_the_run_form_explains_every_parameter
 
 
 def test_the_nightly_deployment_is_declared_as_the_product_needs() -> None:
@@ -68,3 +69,13 @@ def test_segments_serve_serves_the_same_schedule_parameters_and_limit() -> None:
     assert deployment.concurrency_limit == 1
     assert str(deployment.concurrency_options.collision_strategy).endswith("CANCEL_NEW")
     assert deployment.parameters["model_policy"] == "auto"
+
+
+def test_the_flow_parameters_have_a_title_and_a_one_line_description() -> None:
+    from flows.segment_customers import segment_customers
+
+    schema = segment_customers.parameters.model_dump()
+    assert_the_run_form_explains_every_parameter(schema)
+    # the choices of the model policy are explained where they are chosen
+    policy = schema["properties"]["model_policy"]["description"]
+    assert all(f"{choice}:" in policy for choice in ("auto", "reuse", "refit"))
