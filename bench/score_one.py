@@ -16,9 +16,9 @@ from datetime import date
 import numpy as np
 from synthetic_shop import load_shop
 
+from flows.segment_customers import run_segmentation
 from tasks.database import make_engine
-from tasks.pipeline import run_pipeline
-from tasks.score import score_customer
+from tasks.on_demand import score_customer
 from tasks.settings import load_settings
 from tasks.synthetic import generate_transactions
 
@@ -53,11 +53,16 @@ def main() -> None:
     seconds = load_shop(engine, SCHEMA, rows)
     print(f"Loaded {len(rows):,} transactions of {args.customers:,} customers in {seconds:.1f} s")
     settings = load_settings(
-        database_url=args.url, source_table=f"{SCHEMA}.transactions", output_schema=SCHEMA, order_id_column="order_id"
+        database_url=args.url,
+        source_table=f"{SCHEMA}.transactions",
+        output_schema=SCHEMA,
+        order_id_column="order_id",
+        as_of=AS_OF,
+        report_path="",
     )
     try:
         started = time.perf_counter()
-        run = run_pipeline(settings, AS_OF)
+        run = run_segmentation(settings)
         print(f"Full run (no index): {time.perf_counter() - started:.1f} s, K={run.outcome.n_clusters}")
         rng = np.random.default_rng(0)
         customers = [f"C{number:06d}" for number in rng.choice(args.customers, args.samples, replace=False)]

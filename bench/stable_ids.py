@@ -23,10 +23,12 @@ import numpy as np
 import pandas as pd
 
 from tasks.demo import load_demo_transactions
-from tasks.extract import extract_customer_features
-from tasks.lifecycle import StoredModel, match_segments, psi_reference
-from tasks.model import fit_segment_model
-from tasks.segments import cluster_means, fresh_segment_labels, grid_names, with_scores
+from tasks.extract.features import extract_customer_features
+from tasks.model.fit import fit_segment_model
+from tasks.model.lifecycle import StoredModel, psi_reference
+from tasks.model.matching import match_segments
+from tasks.model.naming import cluster_means, fresh_segment_labels, grid_names
+from tasks.model.scores import with_scores
 from tasks.settings import load_settings
 
 AS_OF = date(2024, 3, 1)

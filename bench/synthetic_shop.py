@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import sqlalchemy as sa
 
-from tasks.load import copy_rows_into
+from tasks.load.copy import copy_rows_into
 
 COLUMNS = ["customer_id", "order_id", "occurred_at", "amount"]
 

@@ -1,24 +1,164 @@
-"""The ``segment-customers`` flow: extract -> features -> model -> load. It only wires tasks."""
+"""The ``segment-customers`` flow: extract -> model -> gates -> write -> report.
+
+:func:`run_segmentation` is the one place the steps are wired: the flow runs it with the steps as
+Prefect tasks (:data:`PREFECT_STEPS`), tests and the bench with the plain functions
+(:data:`PLAIN_STEPS`), without a Prefect server.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from tasks import report, steps
-from tasks.extract import default_as_of
-from tasks.load import describe_outputs
+from flows.extract_partitions import extract_on_dask
+from tasks import prefect_tasks, progress
+from tasks.deployment import DeploymentSpec
+from tasks.extract.result import ExtractResult, default_as_of
+from tasks.extract.run_input import extract_run_input
+from tasks.gates import check_data_gates
+from tasks.load.model_store import load_latest_model
+from tasks.load.runs import record_run_failure, start_run
+from tasks.load.schema import describe_outputs
+from tasks.load.write import write_run
 from tasks.locking import run_lock
-from tasks.memory import return_freed_memory
-from tasks.settings import IDENTIFIER_PATTERN, load_settings
+from tasks.model.lifecycle import StoredModel
+from tasks.model.step import ModelOutcome, segment_features
+from tasks.report.publish import write_run_report
+from tasks.settings import IDENTIFIER_PATTERN, SegmentSettings, load_settings
 
 FLOW_NAME = "segment-customers"
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The run's steps, called by :func:`run_segmentation` with these arguments."""
+
+    start: Callable[..., int]  # (settings, run_id, flow_run_id, as_of, started_at) -> abandoned runs
+    extract: Callable[[SegmentSettings, date], ExtractResult]
+    stored_model: Callable[[SegmentSettings], StoredModel | None]
+    model: Callable[..., ModelOutcome]  # (extract, settings, run_id, scored_at, stored)
+    gates: Callable[[SegmentSettings, ExtractResult], list[str]]
+    write: Callable[[SegmentSettings, str, ExtractResult, ModelOutcome], bool]
+    fail: Callable[..., None]  # (settings, run_id, error)
+    publish: Callable[..., Path | None]  # (settings, extract, outcome, run_id, flow_run_id) -> report
+
+
+def _model(
+    extract: ExtractResult, settings: SegmentSettings, run_id: str, scored_at: datetime, stored: StoredModel | None
+) -> ModelOutcome:
+    return segment_features(
+        extract.features, extract.as_of, settings, run_id=run_id, scored_at=scored_at, stored=stored
+    )
+
+
+def _publish(
+    settings: SegmentSettings, extract: ExtractResult, outcome: ModelOutcome, run_id: str, flow_run_id: str | None
+) -> Path | None:
+    return write_run_report(settings, extract, outcome, run_id)[0] if settings.report_path else None
+
+
+PLAIN_STEPS = Steps(
+    start=lambda settings, run_id, flow_run_id, as_of, started_at: start_run(
+        settings, run_id=run_id, flow_run_id=flow_run_id, as_of=as_of, started_at=started_at
+    ),
+    extract=extract_run_input,
+    stored_model=load_latest_model,
+    model=_model,
+    gates=check_data_gates,
+    write=write_run,
+    fail=lambda settings, run_id, error: record_run_failure(settings, run_id=run_id, error=error),
+    publish=_publish,
+)
+
+
+def _prefect_extract(settings: SegmentSettings, as_of: date) -> ExtractResult:
+    if settings.partitions > 1:
+        return extract_on_dask(settings, as_of)
+    return prefect_tasks.extract_task(settings, as_of)
+
+
+PREFECT_STEPS = Steps(
+    start=prefect_tasks.record_run_start_task,
+    extract=_prefect_extract,
+    stored_model=prefect_tasks.load_stored_model_task,
+    model=prefect_tasks.model_task,
+    gates=prefect_tasks.data_gates_task,
+    write=prefect_tasks.write_task,
+    fail=prefect_tasks.record_run_failure_task,
+    publish=prefect_tasks.publish_task,
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run did: its id and date, its input and model outcome, the report it wrote (if any),
+    what ``force`` let past the gates, and each step's wall time in seconds."""
+
+    run_id: str
+    as_of: date
+    extract: ExtractResult
+    outcome: ModelOutcome
+    report_path: Path | None
+    forced: list[str]
+    seconds: dict[str, float]
+
+
+def run_segmentation(
+    settings: SegmentSettings, steps: Steps = PLAIN_STEPS, *, flow_run_id: str | None = None
+) -> RunResult:
+    """One run: take the output's lock, record the run, extract, fit or reuse the model, check the
+    data gates, write everything in one transaction, publish the report. A failure after the run was
+    recorded is recorded on it and re-raised. A dry run writes nothing and takes no lock."""
+    as_of = settings.as_of or default_as_of()
+    run_id = str(uuid.uuid4())
+    started_at = datetime.now(UTC)
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, call: Callable[[], Any], unit: Callable[[Any], tuple[int, str]] | None = None) -> Any:
+        clock = time.perf_counter()
+        with progress.step(name) as current:
+            result = call()
+            if unit is not None:
+                current.finish(*unit(result))
+        seconds[name] = time.perf_counter() - clock
+        return result
+
+    with contextlib.nullcontext() if settings.dry_run else run_lock(settings):
+        if not settings.dry_run:
+            steps.start(settings, run_id, flow_run_id, as_of, started_at)
+        try:
+            extract = timed(
+                "extract", lambda: steps.extract(settings, as_of), lambda e: (e.counts.rows_scanned, "rows")
+            )
+            stored = steps.stored_model(settings)
+            outcome = timed(
+                "model",
+                lambda: steps.model(extract, settings, run_id, started_at, stored),
+                lambda o: (len(o.segments.assignments), "customers"),
+            )
+            forced = steps.gates(settings, extract)
+            if not settings.dry_run:
+                timed(
+                    "write",
+                    lambda: steps.write(settings, run_id, extract, outcome),
+                    lambda _: (len(outcome.segments.assignments), "rows"),
+                )
+            report_path = timed("report", lambda: steps.publish(settings, extract, outcome, run_id, flow_run_id))
+        except Exception as error:
+            if not settings.dry_run:
+                steps.fail(settings, run_id, f"{type(error).__name__}: {error}")
+            raise
+    return RunResult(run_id, as_of, extract, outcome, report_path, forced, seconds)
 
 
 def form_field(title: str, description: str, **constraints: Any) -> Any:
@@ -36,18 +176,6 @@ def column_parameter(role: str, variable: str) -> Any:
     return form_field(
         f"{role} column", f"Column of the source holding the {role.lower()}. Empty: {variable}.", **COLUMN_NAME
     )
-
-
-SUMMARY_PROFILE_COLUMNS = [
-    "segment_id",
-    "segment_name",
-    "customers",
-    "share",
-    "mean_recency_days",
-    "mean_frequency",
-    "mean_monetary",
-    "attribute_means",
-]
 
 
 @flow(name=FLOW_NAME, log_prints=False, validate_parameters=True)
@@ -154,7 +282,7 @@ def segment_customers(
     parameter's title and description (the run form's labels) say which.
     """
     settings = load_settings(
-        database_url=steps.read_secret(database_url_secret) if database_url_secret else None,
+        database_url=prefect_tasks.read_secret(database_url_secret) if database_url_secret else None,
         source_table=source_table,
         customer_id_column=customer_id_column,
         occurred_at_column=occurred_at_column,
@@ -175,36 +303,10 @@ def segment_customers(
         compare_algorithms=compare_algorithms or None,
         partitions=partitions,
     )
-    run_as_of = settings.as_of or default_as_of()
-    run_id = str(uuid.uuid4())
-    started_at = datetime.now(UTC)
     logger = get_run_logger()
-    return_freed_memory()
-    logger.info("Segmenting %s as of %s (run %s)", settings.masked_database_url(), run_as_of, run_id)
-
-    # One run at a time per output; a dry run writes nothing and needs no lock.
-    with contextlib.nullcontext() if settings.dry_run else run_lock(settings):
-        if not settings.dry_run:
-            steps.record_run_start(settings, run_id, flow_run.get_id(), run_as_of, started_at)
-        try:
-            if settings.partitions > 1:
-                extract = steps.extract_on_dask(settings, run_as_of)
-            else:
-                extract = steps.extract_features(settings, run_as_of)
-            stored = steps.load_stored_model(settings)
-            outcome = steps.model_segments(extract, settings, run_id, started_at, stored)
-            # after the model: a partitioned extract's row counts arrive while it is fitted
-            steps.data_gates(settings, extract)
-            if not settings.dry_run:
-                steps.write_segments(settings, run_id, extract, outcome)
-            report.publish_run_artifacts(settings, extract, outcome, run_id, flow_run.get_id())
-            report_path = report.publish_report(settings, extract, outcome, run_id)
-        except Exception as error:
-            if not settings.dry_run:
-                steps.record_run_failure(settings, run_id, f"{type(error).__name__}: {error}")
-            raise
-
-    profiles = outcome.segments.profiles
+    logger.info("Segmenting %s as of %s", settings.masked_database_url(), settings.as_of or default_as_of())
+    result = run_segmentation(settings, PREFECT_STEPS, flow_run_id=flow_run.get_id())
+    outcome = result.outcome
     logger.info(
         "%s %s customers into %s segments; outputs: %s",
         "Dry run: would write" if settings.dry_run else "Wrote",
@@ -212,19 +314,55 @@ def segment_customers(
         outcome.n_clusters,
         describe_outputs(settings),
     )
+    return run_summary(result, dry_run=settings.dry_run)
+
+
+SUMMARY_PROFILE_COLUMNS = [
+    "segment_id",
+    "segment_name",
+    "customers",
+    "share",
+    "mean_recency_days",
+    "mean_frequency",
+    "mean_monetary",
+    "attribute_means",
+]
+
+
+def run_summary(result: RunResult, *, dry_run: bool) -> dict[str, Any]:
+    """What the flow returns (and `segments run` prints): the run's figures as plain data."""
+    outcome, counts = result.outcome, result.extract.counts
     return {
-        "run_id": run_id,
-        "as_of": run_as_of.isoformat(),
-        "dry_run": settings.dry_run,
+        "run_id": result.run_id,
+        "as_of": result.as_of.isoformat(),
+        "dry_run": dry_run,
         "customers": len(outcome.segments.assignments),
         "n_clusters": outcome.n_clusters,
         "k_reason": outcome.k_reason,
         "model_action": outcome.decision.action,
         "model_reason": outcome.decision.reason,
         "model_version": outcome.model_version,
-        "rows_scanned": extract.counts.rows_scanned,
-        "rejected_by_reason": extract.counts.rejected_by_reason,
-        "segments": profiles[SUMMARY_PROFILE_COLUMNS].to_dict(orient="records"),
-        "report_path": report_path,
+        "rows_scanned": counts.rows_scanned,
+        "rejected_by_reason": counts.rejected_by_reason,
+        "segments": outcome.segments.profiles[SUMMARY_PROFILE_COLUMNS].to_dict(orient="records"),
+        "report_path": None if result.report_path is None else str(result.report_path),
         "algorithm_comparison": outcome.comparison,
     }
+
+
+def runner_deployment(spec: DeploymentSpec) -> Any:
+    """The deployment ``segments serve`` serves: this flow with the spec's schedule, time zone,
+    parameters and concurrency limit, run by the serving process instead of a work pool."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+
+    return segment_customers.to_deployment(
+        name=spec.name,
+        schedules=[Cron(spec.cron, timezone=spec.timezone)],
+        parameters=spec.parameters,
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=spec.concurrency_limit, collision_strategy=ConcurrencyLimitStrategy(spec.collision_strategy)
+        ),
+        tags=spec.tags,
+        description="Served by `segments serve` (no work pool).",
+    )

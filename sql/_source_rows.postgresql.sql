@@ -1,8 +1,8 @@
 -- The mapped source columns, projected for the feature and count queries (included by both; the
 -- count query asks for amount_is_null instead of the amount).
--- A timestamp or timestamptz column is read as it is and compared with bounds of its own type
--- (the bound parameters are cast to the column's type): a cast of every row cost 1.6 s of the
--- 10M-row aggregation. A date column is cast to timestamptz (midnight UTC).
+-- A timestamp or timestamptz column is read as it is and compared with bounds of its own type (the
+-- bound parameters are cast to the column's type, not every row to another). A date column is cast to
+-- timestamptz (midnight UTC).
 select
     {{ customer_id }} as customer_id,
     {% if order_id %}

@@ -3,8 +3,8 @@
 --
 -- A customer's row of the history that spans both dates is a customer who stayed: those are counted
 -- per segment in one pass. Only the rows that end or start between the two dates (found by the
--- valid_to and valid_from indexes) are joined, customer by customer. Joining every customer's
--- segment on one date with their segment on the other took 1.3 s at 877k customers; this, 0.3 s.
+-- valid_to and valid_from indexes) are joined, customer by customer, rather than every customer's
+-- segment on one date with their segment on the other.
 {% if or_replace %}
 create or replace view {{ segment_transitions }} as
 {% else %}

@@ -71,23 +71,3 @@ def load_deployment(name: str = NIGHTLY, path: Path = PREFECT_FILE) -> Deploymen
         work_pool=deployment.work_pool.name,
         tags=[str(tag) for tag in tags],
     )
-
-
-def runner_deployment(spec: DeploymentSpec) -> Any:
-    """The deployment ``segments serve`` serves: the flow with the spec's schedule, time zone,
-    parameters and concurrency limit, run by this process instead of a work pool."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-    from prefect.schedules import Cron
-
-    from flows.segment_customers import segment_customers
-
-    return segment_customers.to_deployment(
-        name=spec.name,
-        schedules=[Cron(spec.cron, timezone=spec.timezone)],
-        parameters=spec.parameters,
-        concurrency_limit=ConcurrencyLimitConfig(
-            limit=spec.concurrency_limit, collision_strategy=ConcurrencyLimitStrategy(spec.collision_strategy)
-        ),
-        tags=spec.tags,
-        description="Served by `segments serve` (no work pool).",
-    )

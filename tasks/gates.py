@@ -1,16 +1,12 @@
-"""Data gates before a run writes anything, and output checks before it commits.
-
-Gates compare the input with expectations (rejected-row share, customer count against the last
-successful run); checks state what the output must satisfy, the way dbt tests do (unique non-null ids,
-every customer assigned, names of the model, counts that add up).
-"""
+"""Data gates: before a run writes anything, its input is compared with expectations (the share of
+rows rejected for quality, the customers against the last successful run)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from tasks.errors import DataGateError, OutputCheckError
-from tasks.extract import RowCounts
+from tasks.errors import DataGateError
+from tasks.extract.result import ExtractResult, RowCounts
+from tasks.load.runs import last_successful_customers
+from tasks.settings import SegmentSettings
 
 #: Reasons that say the source has bad rows. Rows at or after as-of are counted but not gated: every
 #: backfill and every run that starts after midnight sales has them, and they are not wrong.
@@ -50,38 +46,14 @@ def check_input(
     return problems
 
 
-@dataclass(frozen=True)
-class OutputFigures:
-    """Counts read back inside the write transaction, before commit."""
-
-    customers_written: int
-    null_customer_ids: int
-    duplicate_customer_ids: int
-    customers_without_segment: int
-    rows_of_other_runs: int
-    customers_in_profiles: int
-    segment_names: frozenset[str]
-
-
-def check_output(figures: OutputFigures, *, expected_customers: int, allowed_names: set[str]) -> None:
-    """Raise :class:`OutputCheckError` listing every failed check."""
-    failures = []
-    if figures.null_customer_ids:
-        failures.append(f"{figures.null_customer_ids} null customer ids")
-    if figures.duplicate_customer_ids:
-        failures.append(f"{figures.duplicate_customer_ids} duplicate customer ids")
-    if figures.customers_without_segment:
-        failures.append(f"{figures.customers_without_segment} customers without a segment")
-    if figures.rows_of_other_runs:
-        failures.append(f"{figures.rows_of_other_runs} rows of another run")
-    if figures.customers_written != expected_customers:
-        failures.append(f"{figures.customers_written:,} customers written, {expected_customers:,} in the run")
-    if figures.customers_in_profiles != figures.customers_written:
-        failures.append(
-            f"profiles count {figures.customers_in_profiles:,} customers, assignments {figures.customers_written:,}"
-        )
-    unknown = sorted(figures.segment_names - allowed_names)
-    if unknown:
-        failures.append(f"segment names not in the model: {', '.join(unknown)}")
-    if failures:
-        raise OutputCheckError("output check failed, nothing committed: " + "; ".join(failures))
+def check_data_gates(settings: SegmentSettings, extract: ExtractResult) -> list[str]:
+    """The gates of :func:`check_input` against the last successful run; returns what ``force`` let
+    pass."""
+    return check_input(
+        extract.counts,
+        len(extract.features),
+        last_successful_customers(settings),
+        max_rejected_share=settings.max_rejected_share,
+        max_customer_drop=settings.max_customer_drop,
+        force=settings.force,
+    )

@@ -25,6 +25,8 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from tests.support.backend import Backend, dispose_backends
+
 NO_POSTGRES_MESSAGE = (
     "These tests need PostgreSQL. Set TEST_DATABASE_URL to a server where the user may create "
     "databases, e.g. TEST_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres "
@@ -104,49 +106,6 @@ def pg_schema(postgres_url: str) -> Iterator[str]:
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         engine.dispose()
-
-
-_BACKENDS: list[Backend] = []
-
-
-def dispose_backends() -> None:
-    """Close the pooled connections of every backend a test made, whether or not it got to its own
-    ``dispose()``: a test that failed half-way otherwise left them for the garbage collector, whose
-    ResourceWarning then failed whichever later test was running (warnings are errors here)."""
-    while _BACKENDS:
-        _BACKENDS.pop().dispose()
-
-
-class Backend:
-    """One database under test: its URL and where a test's tables go."""
-
-    def __init__(self, name: str, url: str, schema: str | None) -> None:
-        self.name = name
-        self.url = url
-        self.schema = schema
-        self._engine: sa.Engine | None = None
-        _BACKENDS.append(self)
-
-    def engine(self) -> sa.Engine:
-        """One engine per test, disposed by the fixture."""
-        if self._engine is None:
-            self._engine = sa.create_engine(self.url)
-        return self._engine
-
-    def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-
-    def table(self, name: str) -> str:
-        """``name`` qualified with the test's schema where there is one."""
-        return f"{self.schema}.{name}" if self.schema else name
-
-    def settings(self, **overrides: object) -> dict[str, object]:
-        """Settings overrides that point a run at this backend."""
-        base: dict[str, object] = {"database_url": self.url, "source_table": self.table("transactions")}
-        if self.schema:
-            base["output_schema"] = self.schema
-        return base | overrides
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

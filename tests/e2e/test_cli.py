@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import Backend
+from tests.support.backend import Backend
 from tests.support.fixtures import create_transactions_table
 
 pytestmark = pytest.mark.e2e
@@ -122,7 +122,7 @@ def test_run_writes_segments_for_a_configured_postgres_source(
     tmp_path: Path, postgres_url: str, pg_schema: str
 ) -> None:
     backend = Backend("postgresql", postgres_url, pg_schema)
-    from tests.sql.test_load import load_synthetic
+    from tests.support.shop import load_synthetic
 
     load_synthetic(backend, customers=300)
     env = postgres_env(postgres_url, pg_schema)
@@ -141,11 +141,11 @@ def test_run_writes_segments_for_a_configured_postgres_source(
 def test_index_create_repairs_an_index_a_failed_build_left_and_one_build_runs_at_a_time(
     tmp_path: Path, postgres_url: str, pg_schema: str
 ) -> None:
-    from tasks.extract import covering_index_lock_key
+    from tasks.extract.covering_index import covering_index_lock_key
     from tasks.locking import advisory_lock
     from tasks.settings import load_settings
-    from tests.sql.test_covering_index import index_state, leave_an_invalid_covering_index
-    from tests.sql.test_load import load_synthetic
+    from tests.support.covering_index import index_state, leave_an_invalid_covering_index
+    from tests.support.shop import load_synthetic
 
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend, customers=100)
@@ -166,14 +166,14 @@ def test_index_create_repairs_an_index_a_failed_build_left_and_one_build_runs_at
 
 
 def test_score_one_customer_with_the_stored_model(tmp_path: Path, postgres_url: str, pg_schema: str) -> None:
-    from tests.sql.test_load import load_synthetic, run_without_prefect
+    from tests.support.shop import load_synthetic, run_once
 
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend, customers=300)
     env = postgres_env(postgres_url, pg_schema)
     before = segments("score", "--customer-id", "C000042", "--as-of", "2024-03-01", cwd=tmp_path, env=env)
     assert before.returncode == 1 and "no stored model yet" in before.stderr
-    run_without_prefect(backend)
+    run_once(backend)
     with backend.engine().connect() as conn:
         expected = conn.execute(
             sa.text(
@@ -233,3 +233,23 @@ def test_report_and_export_before_any_run_exit_with_one_line(tmp_path: Path) -> 
         result = segments(*args, cwd=tmp_path, env=env)
         assert result.returncode == 1
         assert result.stderr.strip().count("\n") == 0 and "segments run" in result.stderr
+
+
+def test_migrate_upgrades_the_first_releases_tables_then_says_they_are_up_to_date(tmp_path: Path) -> None:
+    from tests.support.first_release import create_first_release_tables
+
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = sa.create_engine(url)
+    create_transactions_table(engine)
+    create_first_release_tables(engine, None)
+    engine.dispose()
+
+    upgraded = segments("migrate", cwd=tmp_path, env={"SEGMENTS_DATABASE_URL": url})
+    again = segments("migrate", cwd=tmp_path, env={"SEGMENTS_DATABASE_URL": url})
+
+    assert upgraded.returncode == 0, upgraded.stderr[-3000:]
+    assert "Upgraded the output tables from revision (none) to" in upgraded.stdout
+    assert again.returncode == 0 and "up to date" in again.stdout
+    engine = sa.create_engine(url)
+    assert {"segment_models", "customer_segment_history"} <= set(sa.inspect(engine).get_table_names())
+    engine.dispose()

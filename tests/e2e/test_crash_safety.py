@@ -20,18 +20,15 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tasks.pipeline import run_pipeline
 from tasks.settings import load_settings
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic, run_on
 
 pytestmark = pytest.mark.e2e
 JOB = f"""
-import sys
-from datetime import date
-from tasks.pipeline import run_pipeline
+from flows.segment_customers import run_segmentation
 from tasks.settings import load_settings
-run_pipeline(load_settings(model_policy="refit", n_clusters=5), date.fromisoformat("{AS_OF.isoformat()}"))
+run_segmentation(load_settings(model_policy="refit", n_clusters=5, as_of="{AS_OF.isoformat()}"))
 print("job finished")
 """
 
@@ -51,6 +48,7 @@ def env_for(backend: Backend) -> dict[str, str]:
         "SEGMENTS_SOURCE_TABLE": f"{backend.schema}.transactions",
         "SEGMENTS_OUTPUT_SCHEMA": str(backend.schema),
         "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+        "SEGMENTS_REPORT_PATH": "",
     }
 
 
@@ -130,7 +128,7 @@ def job_blocked_in_its_write(
 ) -> tuple[dict[str, pd.DataFrame], sa.Connection, subprocess.Popen[str], int]:
     """A first successful run, then a refitting job stopped inside its write transaction by a row lock
     the test holds. Returns the first run's tables, the lock, the job and its server process id."""
-    first = run_pipeline(settings_of(shop), AS_OF).run_id
+    first = run_on(settings_of(shop), AS_OF).run_id
     before = snapshot(shop)
     lock = hold_previous_run(shop, first)
     job = start_job(shop, tmp_path)
@@ -165,7 +163,7 @@ def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tm
         pd.testing.assert_frame_equal(after[table], frame, obj=table)
     assert runs(shop)["status"].tolist() == ["succeeded", "running"]  # the killed run could not say more
 
-    run_pipeline(settings_of(shop), AS_OF)
+    run_on(settings_of(shop), AS_OF)
     statuses = runs(shop)
     assert statuses["status"].tolist() == ["superseded", "failed", "succeeded"]
     assert statuses["error"].iloc[1].startswith("abandoned")
@@ -189,13 +187,13 @@ def test_a_terminated_connection_mid_write_is_recorded_and_changes_nothing(shop:
     assert statuses["status"].tolist() == ["succeeded", "failed"]
     assert "cannot connect" in statuses["error"].iloc[1] or "terminat" in statuses["error"].iloc[1]
 
-    run_pipeline(settings_of(shop), AS_OF)
+    run_on(settings_of(shop), AS_OF)
     assert runs(shop)["status"].tolist() == ["superseded", "failed", "succeeded"]
     assert_consistent(shop)
 
 
 def test_sigkill_just_after_the_commit_leaves_the_new_segments_consistent(shop: Backend, tmp_path: Path) -> None:
-    run_pipeline(settings_of(shop), AS_OF)
+    run_on(settings_of(shop), AS_OF)
 
     job = start_job(shop, tmp_path)
     deadline = time.monotonic() + 90
@@ -212,6 +210,6 @@ def test_sigkill_just_after_the_commit_leaves_the_new_segments_consistent(shop: 
     assert statuses["status"].tolist() == ["superseded", "succeeded"]
     assert set(snapshot(shop)["customer_segments"]["run_id"]) == {statuses["run_id"].iloc[1]}
     assert_consistent(shop)
-    run_pipeline(settings_of(shop), AS_OF)
+    run_on(settings_of(shop), AS_OF)
     assert runs(shop)["status"].tolist() == ["superseded", "superseded", "succeeded"]
     assert_consistent(shop)

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import insights
-from tasks.files import write_file_atomically
-from tasks.pipeline import run_pipeline
+from tasks.report import html
+from tasks.report.files import write_file_atomically
 from tasks.settings import load_settings
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic, run_on
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("SEGMENTS_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -69,12 +68,12 @@ def test_the_report_renders_with_every_image_and_no_console_error(
     try:
         load_synthetic(backend, customers=400)
         settings = load_settings(**backend.settings(order_id_column="order_id", compare_algorithms=True))
-        run_pipeline(settings, AS_OF)
-        run_pipeline(settings, AS_OF + timedelta(days=14))
+        run_on(settings, AS_OF)
+        run_on(settings, AS_OF + timedelta(days=14))
     finally:
         backend.dispose()
-    data = insights.report_data_from_outputs(settings)
-    rendered = insights.render_report(data, outputs="test")
+    data = html.report_data_from_outputs(settings)
+    rendered = html.render_report(data, outputs="test")
     report = tmp_path / "report.html"
     write_file_atomically(report, rendered.html)
 

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from flows.segment_customers import segment_customers
 from tasks.errors import SourceError
-from tasks.segments import NO_NET_PURCHASES_NAME
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic
+from tasks.model.naming import NO_NET_PURCHASES_NAME
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

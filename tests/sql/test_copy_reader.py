@@ -1,4 +1,4 @@
-"""Reading a query's rows with COPY TO STDOUT (tasks.extract.fetch_with_copy) on a real PostgreSQL:
+"""Reading a query's rows with COPY TO STDOUT (tasks.extract.features.read_with_copy) on a real PostgreSQL:
 every row across many network reads, and a query failing halfway raises its own error and leaves the
 connection usable."""
 
@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.database import make_engine
-from tasks.extract import fetch_with_copy
+from tasks.extract.features import read_with_copy
 
 ROWS = 300_000  # several MB of text: the rows arrive over many reads of the socket
 
@@ -18,7 +18,7 @@ def test_every_row_arrives_in_order_across_many_reads(postgres_url: str) -> None
     engine = make_engine(postgres_url)
     try:
         with engine.connect() as conn:
-            frame = fetch_with_copy(
+            frame = read_with_copy(
                 conn,
                 "select g as n, repeat('x', 40) || g as label, case when g % 7 = 0 then null else g end as gap "
                 "from generate_series(1, :rows) as g",
@@ -44,7 +44,7 @@ def test_a_query_failing_after_sending_rows_raises_its_error_and_the_connection_
             conn.execute(sa.text("select 1"))  # a transaction begun, as the extract's settings begin it
             # rows 1..199,999 are sent before row 200,000 divides by zero
             with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
-                fetch_with_copy(
+                read_with_copy(
                     conn,
                     "select 1 / (g - :fail_at) as n from generate_series(1, :rows) as g",
                     {"fail_at": 200_000, "rows": ROWS},

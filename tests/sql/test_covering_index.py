@@ -3,25 +3,24 @@ and a build that failed earlier does not leave the extract without it."""
 
 from __future__ import annotations
 
-import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
 from tasks.errors import ConfigurationError, IndexBuildInProgressError
-from tasks.extract import (
+from tasks.extract.covering_index import (
     covering_index_columns,
     covering_index_lock_key,
     covering_index_name,
     create_covering_index,
-    inspect_source,
-    query_parameters,
-    render_feature_query,
-    set_extract_options,
 )
+from tasks.extract.features import begin_extract_transaction
+from tasks.extract.queries import query_parameters, render_feature_query
+from tasks.extract.source import inspect_source
 from tasks.locking import advisory_lock
 from tasks.settings import SegmentSettings, load_settings
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic
+from tests.support.backend import Backend
+from tests.support.covering_index import index_state, leave_an_invalid_covering_index
+from tests.support.shop import AS_OF, load_synthetic
 
 
 @pytest.fixture
@@ -31,27 +30,12 @@ def shop(postgres_url: str, pg_schema: str) -> Backend:
     return backend
 
 
-def index_state(shop: Backend, settings: SegmentSettings) -> tuple[int, bool, bool, list[str]] | None:
-    """The index of the covering index's name in the test's schema: its oid, valid, unique, columns."""
-    with shop.engine().connect() as conn:
-        row = conn.execute(
-            sa.text(
-                "select c.oid, i.indisvalid, i.indisunique, array(select a.attname from unnest(i.indkey::int2[]) "
-                "with ordinality k(n, p) join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n "
-                "order by k.p) from pg_class c join pg_index i on i.indexrelid = c.oid "
-                "join pg_namespace s on s.oid = c.relnamespace where s.nspname = :schema and c.relname = :name"
-            ),
-            {"schema": shop.schema, "name": covering_index_name(settings)},
-        ).one_or_none()
-    return None if row is None else (row[0], row[1], row[2], list(row[3]))
-
-
 def extract_plan(shop: Backend, settings: SegmentSettings) -> str:
     engine = shop.engine()
     source = inspect_source(engine, settings)
     sql = render_feature_query(engine, settings, source)
     with engine.connect() as conn:
-        set_extract_options(conn)
+        begin_extract_transaction(conn)
         conn.exec_driver_sql("set local enable_seqscan = off")  # a 200-customer table: cost alone would scan it
         rows = conn.execute(sa.text("explain " + sql), query_parameters(settings, AS_OF, source)).scalars().all()
         conn.rollback()
@@ -81,27 +65,6 @@ def test_an_index_already_there_is_kept_not_built_again(shop: Backend) -> None:
 
     assert built.action == "kept" and built.reason is None
     assert index_state(shop, settings) == before  # the same index (oid): nothing dropped
-
-
-def leave_an_invalid_covering_index(shop: Backend, settings: SegmentSettings) -> int:
-    """Make a concurrent build of the covering index's name fail half-way, as PostgreSQL leaves it after
-    a deadlock or a cancel: an invalid index. Returns its oid."""
-    columns = ", ".join(covering_index_columns(settings))
-    engine = shop.engine()
-    with engine.begin() as conn:  # two equal rows: a unique build of these columns fails half-way
-        conn.exec_driver_sql(
-            f"insert into {shop.table('transactions')} select * from {shop.table('transactions')} "
-            "where customer_id is not null limit 1"
-        )
-    with engine.connect() as conn, pytest.raises(sa.exc.IntegrityError) as failed:
-        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
-            f"create unique index concurrently {covering_index_name(settings)} "
-            f"on {shop.table('transactions')} ({columns})"
-        )
-    assert isinstance(failed.value.orig, psycopg.errors.UniqueViolation)
-    left = index_state(shop, settings)
-    assert left is not None and not left[1]  # what PostgreSQL leaves: an invalid index of this name
-    return left[0]
 
 
 def test_an_index_left_invalid_by_a_failed_build_is_dropped_and_built_again(shop: Backend) -> None:

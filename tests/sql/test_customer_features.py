@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.errors import DatabaseUnavailableError, EmptySourceError, SourceError
-from tasks.extract import check_source, extract_customer_features
+from tasks.extract.features import extract_customer_features
+from tasks.extract.source import check_source
 from tasks.settings import load_settings
-from tests.conftest import Backend
+from tests.support.backend import Backend
 from tests.support.fixtures import (
     AS_OF,
     EXPECTED_BY_ORDER,
@@ -174,7 +175,9 @@ def test_postgres_compares_a_timestamp_column_without_casting_every_row(
     postgres_url: str, pg_schema: str, time_type: str
 ) -> None:
     from tasks.database import make_engine
-    from tasks.extract import inspect_source, prepare_extract_session, query_parameters, render_feature_query
+    from tasks.extract.features import begin_extract_transaction
+    from tasks.extract.queries import query_parameters, render_feature_query
+    from tasks.extract.source import inspect_source
 
     engine = make_engine(postgres_url)
     rows = [("A", "o1", datetime(2024, 2, 27, 23, 30), Decimal("10"))]
@@ -183,7 +186,7 @@ def test_postgres_compares_a_timestamp_column_without_casting_every_row(
     source = inspect_source(engine, settings)
     sql = render_feature_query(engine, settings, source)
     with engine.connect() as conn:
-        prepare_extract_session(conn)
+        begin_extract_transaction(conn)
         plan = "\n".join(
             conn.execute(sa.text(f"explain (verbose) {sql}"), query_parameters(settings, AS_OF, source)).scalars()
         )

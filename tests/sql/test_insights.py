@@ -13,15 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from tasks import insights
 from tasks.errors import SourceError
-from tasks.files import export_segments, load_file
-from tasks.outputs import NoRunError
-from tasks.pipeline import run_pipeline
+from tasks.extract.load_file import load_file
+from tasks.report import html
+from tasks.report.export import export_segments
+from tasks.report.read import NoRunError
 from tasks.settings import load_settings
 from tasks.synthetic import generate_mall_customers
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic, read, run_without_prefect
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic, read, run_on, run_once
 
 MALL_FEATURES = "annual_income_k,spending_score_1_100"
 
@@ -34,20 +34,22 @@ def chart_images(html: str) -> dict[str, bytes]:
 
 def test_report_of_the_latest_run_has_every_chart_the_profiles_and_transitions(backend: Backend) -> None:
     load_synthetic(backend, customers=300)
-    run_without_prefect(backend, as_of=AS_OF)
-    settings = load_settings(**backend.settings(order_id_column="order_id", n_clusters=4))
-    second = run_pipeline(settings, AS_OF + timedelta(days=30)).run_id
+    run_once(backend, as_of=AS_OF)
+    settings = load_settings(**backend.settings(order_id_column="order_id", model_policy="reuse"))
+    second = run_on(settings, AS_OF + timedelta(days=30)).run_id
 
-    data = insights.report_data_from_outputs(settings)
-    rendered = insights.render_report(data, outputs="test")
+    data = html.report_data_from_outputs(settings)
+    rendered = html.render_report(data, outputs="test")
 
     assert data.run["run_id"] == second
     images = chart_images(rendered.html)
     assert set(images) == {"elbow", "silhouette", "sizes", "heatmap", "scatter", "transitions"}
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000 for png in images.values())
-    # K was fixed for the second run, so the report computed K = 1..10 itself and says so
-    assert data.elbow.ks == list(range(1, 11))
-    assert "Computed for this report" in rendered.html
+    # the second run reused the model: the elbow is the one of the run that fitted it, and says so
+    first_elbow = read(backend, "segment_runs").set_index("run_id").drop(index=second)["elbow"].iloc[0]
+    first_elbow = json.loads(first_elbow) if isinstance(first_elbow, str) else first_elbow
+    assert data.elbow is not None and data.elbow.inertias == first_elbow["inertias"]
+    assert "the run that fitted this model" in rendered.html
     profiles = read(backend, "segment_profiles").query("run_id == @second")
     for profile in profiles.itertuples():
         assert f"<td>{profile.segment_name}</td>" in rendered.html.replace("&#39;", "'")
@@ -61,14 +63,26 @@ def test_report_of_the_latest_run_has_every_chart_the_profiles_and_transitions(b
     assert rendered.markdown.count("](data:image/png;base64,") == len(images)
 
 
+def test_report_of_a_model_fitted_with_a_fixed_k_has_no_elbow_and_says_why(backend: Backend) -> None:
+    load_synthetic(backend, customers=200)
+    run_once(backend, n_clusters=4)
+
+    data = html.report_data_from_outputs(load_settings(**backend.settings()))
+    rendered = html.render_report(data, outputs="test")
+
+    assert data.elbow is None
+    assert set(chart_images(rendered.html)) == {"sizes", "heatmap", "scatter"}
+    assert 'id="elbow-note"' in rendered.html and "K was fixed" in rendered.html
+
+
 def test_report_without_a_run_says_what_to_run(backend: Backend) -> None:
     with pytest.raises(NoRunError, match="segments run"):
-        insights.report_data_from_outputs(load_settings(**backend.settings()))
+        html.report_data_from_outputs(load_settings(**backend.settings()))
 
 
 def test_compare_fits_four_algorithms_and_keeps_the_table_on_the_run(backend: Backend) -> None:
     load_synthetic(backend, customers=300)
-    run_id = run_without_prefect(backend, compare_algorithms=True)
+    run_id = run_once(backend, compare_algorithms=True)
 
     runs = read(backend, "segment_runs")
     stored = runs.loc[runs["run_id"] == run_id, "algorithm_comparison"].iloc[0]
@@ -81,16 +95,14 @@ def test_compare_fits_four_algorithms_and_keeps_the_table_on_the_run(backend: Ba
     ]
     for row in comparison:
         assert sum(row["sizes"]) + round(row["noise_share"] * row["sample_rows"]) == row["sample_rows"]
-    html = insights.render_report(
-        insights.report_data_from_outputs(load_settings(**backend.settings())), outputs="test"
-    ).html
-    assert 'id="comparison"' in html and "agglomerative_ward" in html and "Davies-Bouldin" in html
+    page = html.render_report(html.report_data_from_outputs(load_settings(**backend.settings())), outputs="test").html
+    assert 'id="comparison"' in page and "agglomerative_ward" in page and "Davies-Bouldin" in page
 
 
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
 def test_export_round_trips_the_current_segments(backend: Backend, tmp_path: Path, file_format: str) -> None:
     load_synthetic(backend, customers=200)
-    run_without_prefect(backend)
+    run_once(backend)
     output = tmp_path / f"segments.{file_format}"
 
     rows = export_segments(load_settings(**backend.settings()), output, file_format)  # type: ignore[arg-type]
@@ -125,7 +137,7 @@ def test_mall_customers_on_income_and_spending_find_five_segments(backend: Backe
         **backend.settings(source_table="", customer_table=backend.table("mall_customers"), features=MALL_FEATURES)
     )
 
-    run = run_pipeline(settings, date(2026, 1, 1))
+    run = run_on(settings, date(2026, 1, 1))
 
     assert run.outcome.n_clusters == 5
     assert run.outcome.k_reason == "knee of the elbow curve at K=5"
@@ -137,8 +149,8 @@ def test_mall_customers_on_income_and_spending_find_five_segments(backend: Backe
     assert any(name.startswith("High annual income") or "high annual income" in name for name in names)
     assert any("low spending score" in name.lower() for name in names)
     # the report of an attribute run plots the attributes
-    data = insights.report_data_from_outputs(settings)
-    assert set(chart_images(insights.render_report(data, outputs="test").html)) >= {"scatter", "heatmap"}
+    data = html.report_data_from_outputs(settings)
+    assert set(chart_images(html.render_report(data, outputs="test").html)) >= {"scatter", "heatmap"}
 
 
 def test_categorical_attributes_are_one_hot_encoded_beside_rfm(backend: Backend, tmp_path: Path) -> None:
@@ -161,7 +173,7 @@ def test_categorical_attributes_are_one_hot_encoded_beside_rfm(backend: Backend,
         )
     )
 
-    run = run_pipeline(settings, AS_OF)
+    run = run_on(settings, AS_OF)
 
     model = run.outcome.model
     assert model.categorical == {"gender": ("(missing)", "Female")}
@@ -170,7 +182,7 @@ def test_categorical_attributes_are_one_hot_encoded_beside_rfm(backend: Backend,
     table = read(backend, "customer_segments")
     assert len(table) == len(customers) and {"gender", "age"} <= set(table.columns)
     # the stored model reads back and scores the same
-    from tasks.load import load_latest_model
+    from tasks.load.model_store import load_latest_model
 
     stored = load_latest_model(settings)
     assert stored is not None and stored.model.categorical == model.categorical
@@ -187,7 +199,7 @@ def test_a_missing_attribute_column_names_the_setting(backend: Backend, tmp_path
     with pytest.raises(
         SourceError, match=r"'annual_income' not found .*did you mean 'annual_income_k'.*SEGMENTS_FEATURES"
     ):
-        run_pipeline(settings, date(2026, 1, 1))
+        run_on(settings, date(2026, 1, 1))
 
 
 def test_load_csv_refuses_to_overwrite_unless_asked(backend: Backend, tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.errors import ModelError
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic, read, run_without_prefect, write_transactions
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic, read, run_once, write_transactions
 
 
 def segments_by_customer(backend: Backend) -> pd.Series:
@@ -30,10 +30,10 @@ def scale_amounts(backend: Backend, factor: float) -> None:
 
 def test_reuse_scores_exactly_like_the_run_that_fitted(backend: Backend) -> None:
     load_synthetic(backend)
-    run_without_prefect(backend)
+    run_once(backend)
     fitted = segments_by_customer(backend)
 
-    run_without_prefect(backend, model_policy="reuse")
+    run_once(backend, model_policy="reuse")
 
     pd.testing.assert_series_equal(segments_by_customer(backend), fitted)
     run = latest_run(backend)
@@ -43,9 +43,9 @@ def test_reuse_scores_exactly_like_the_run_that_fitted(backend: Backend) -> None
 
 def test_without_drift_auto_reuses_the_model(backend: Backend) -> None:
     load_synthetic(backend)
-    run_without_prefect(backend)
+    run_once(backend)
 
-    run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+    run_once(backend, as_of=AS_OF + timedelta(days=1))
 
     run = latest_run(backend)
     assert run["model_action"] == "reuse", run["model_reason"]
@@ -56,10 +56,10 @@ def test_without_drift_auto_reuses_the_model(backend: Backend) -> None:
 
 def test_injected_drift_triggers_a_refit_with_its_reason(backend: Backend) -> None:
     load_synthetic(backend)
-    run_without_prefect(backend)
+    run_once(backend)
     scale_amounts(backend, 20.0)  # every customer now spends twenty times as much
 
-    run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+    run_once(backend, as_of=AS_OF + timedelta(days=1))
 
     run = latest_run(backend)
     assert run["model_action"] == "refit"
@@ -70,22 +70,22 @@ def test_injected_drift_triggers_a_refit_with_its_reason(backend: Backend) -> No
 
 def test_an_old_model_or_changed_features_are_refitted(backend: Backend) -> None:
     load_synthetic(backend)
-    run_without_prefect(backend)
+    run_once(backend)
 
-    run_without_prefect(backend, as_of=AS_OF + timedelta(days=45))
+    run_once(backend, as_of=AS_OF + timedelta(days=45))
     assert "45 days old (max 30)" in latest_run(backend)["model_reason"]
 
-    run_without_prefect(backend, as_of=AS_OF + timedelta(days=45), features="recency_days,monetary")
+    run_once(backend, as_of=AS_OF + timedelta(days=45), features="recency_days,monetary")
     assert "features recency_days,frequency,monetary -> recency_days,monetary" in latest_run(backend)["model_reason"]
     with pytest.raises(ModelError, match="differs: features"):
-        run_without_prefect(backend, as_of=AS_OF + timedelta(days=46), model_policy="reuse")
+        run_once(backend, as_of=AS_OF + timedelta(days=46), model_policy="reuse")
 
 
 def test_reuse_without_a_model_is_a_clear_error(backend: Backend) -> None:
     load_synthetic(backend)
 
     with pytest.raises(ModelError, match="no model is stored yet"):
-        run_without_prefect(backend, model_policy="reuse")
+        run_once(backend, model_policy="reuse")
 
 
 def perturbed_copy(backend: Backend, seed: int) -> None:
@@ -101,12 +101,12 @@ def perturbed_copy(backend: Backend, seed: int) -> None:
 
 def test_segment_ids_survive_a_refit_on_slightly_changed_data(backend: Backend) -> None:
     load_synthetic(backend, customers=600, seed=8)
-    run_without_prefect(backend, n_clusters=4)
+    run_once(backend, n_clusters=4)
     before = segments_by_customer(backend)
     names_before = read(backend, "segment_profiles").set_index("segment_id")["segment_name"]
     perturbed_copy(backend, seed=1)
 
-    run_without_prefect(backend, n_clusters=4, model_policy="refit", random_state=7)
+    run_once(backend, n_clusters=4, model_policy="refit", random_state=7)
 
     after = segments_by_customer(backend)
     common = before.index.intersection(after.index)
@@ -136,17 +136,17 @@ def assert_history_matches_assignments(backend: Backend) -> None:
 
 def test_history_gets_a_row_only_when_a_segment_changes(backend: Backend) -> None:
     load_synthetic(backend, customers=400, seed=9)
-    run_without_prefect(backend)
+    run_once(backend)
     first = history(backend)
     assert len(first) == len(read(backend, "customer_segments"))
     assert_history_matches_assignments(backend)
 
-    run_without_prefect(backend)  # the same date again: idempotent
+    run_once(backend)  # the same date again: idempotent
     pd.testing.assert_frame_equal(history(backend).drop(columns="run_id"), first.drop(columns="run_id"))
 
     next_day = AS_OF + timedelta(days=200)  # half a year later, with the same model: some customers move
     before = segments_by_customer(backend)
-    run_without_prefect(backend, as_of=next_day, model_policy="reuse")
+    run_once(backend, as_of=next_day, model_policy="reuse")
     after = segments_by_customer(backend)
     moved = int((before != after.loc[before.index]).sum())
     assert moved > 0
@@ -187,7 +187,7 @@ def test_history_gets_a_row_only_when_a_segment_changes(backend: Backend) -> Non
 )
 def test_a_corrupted_model_row_fails_with_a_clear_message(backend: Backend, corruption: dict, message: str) -> None:
     load_synthetic(backend)
-    run_without_prefect(backend)
+    run_once(backend)
     model = read(backend, "segment_models")["model"].iloc[0]
     model = (model if isinstance(model, dict) else json.loads(model)) | corruption
     assert "centroids" in model["model"] or "centroids" in corruption.get("model", {})  # stored as JSON data
@@ -195,7 +195,7 @@ def test_a_corrupted_model_row_fails_with_a_clear_message(backend: Backend, corr
         conn.execute(sa.text(f"update {backend.table('segment_models')} set model = :m"), {"m": json.dumps(model)})
 
     with pytest.raises(ModelError, match=message):
-        run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+        run_once(backend, as_of=AS_OF + timedelta(days=1))
 
 
 def test_a_stored_model_is_only_ever_parsed_as_json(backend: Backend, tmp_path) -> None:
@@ -208,7 +208,7 @@ def test_a_stored_model_is_only_ever_parsed_as_json(backend: Backend, tmp_path) 
             return (open, (str(tmp_path / "pwned"), "w"))
 
     load_synthetic(backend)
-    run_without_prefect(backend)
+    run_once(backend)
     payload = base64.b64encode(pickle.dumps(Exploit())).decode()
     with backend.engine().begin() as conn:
         conn.execute(
@@ -217,7 +217,7 @@ def test_a_stored_model_is_only_ever_parsed_as_json(backend: Backend, tmp_path) 
         )
 
     with pytest.raises(ModelError, match="malformed"):
-        run_without_prefect(backend, as_of=AS_OF + timedelta(days=1))
+        run_once(backend, as_of=AS_OF + timedelta(days=1))
     assert not (tmp_path / "pwned").exists()
 
 
@@ -258,7 +258,7 @@ def replace_rows(conn: sa.Connection, backend: Backend, table: str, columns: lis
 
 def test_transitions_count_each_customer_between_the_two_latest_successful_dates(backend: Backend) -> None:
     load_synthetic(backend, customers=60)
-    run_without_prefect(backend)  # creates the outputs and the view
+    run_once(backend)  # creates the outputs and the view
     days = [(AS_OF + timedelta(days=offset)).isoformat() for offset in (0, 10, 20, 30)]
     d0, d1, d2, d3 = days
     # customer, segment, name, valid from, valid to

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
-from concurrent.futures import Future
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from tasks.errors import ExtractTimeoutError
-from tasks.extract import extract_customer_features
-from tasks.partitions import PartitionPlan, extract_in_partitions, extract_partition
+from tasks.extract.features import extract_customer_features
+from tasks.extract.partitions import PartitionPlan, extract_in_partitions, extract_partition
 from tasks.settings import load_settings
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic
 
 
 @pytest.fixture
@@ -69,72 +67,33 @@ def test_partitions_and_counts_read_one_snapshot(shop: Backend) -> None:
     shop.dispose()
 
 
-def test_the_rows_are_counted_after_the_partitions_without_waiting_in_their_snapshot(
+def test_the_one_query_extract_counts_and_aggregates_in_one_snapshot(
     shop: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.partitions as partitions
-
-    settings = load_settings(**shop.settings(order_id_column="order_id", partitions=2))
-    before = extract_customer_features(settings, AS_OF)
-    events: list[str] = []
-    release = threading.Event()
-    original = partitions.count_in_snapshot
-
-    class HeldAfterAdopting:
-        """Passed as the count's ``adopted`` event: once the snapshot is held, the count waits."""
-
-        def __init__(self, adopted: threading.Event) -> None:
-            self.adopted = adopted
-
-        def set(self) -> None:
-            events.append("count adopted the snapshot")
-            self.adopted.set()
-            assert release.wait(60)
-
-    def held_count(engine, snapshot, sql, params, adopted):  # type: ignore[no-untyped-def]
-        return original(engine, snapshot, sql, params, HeldAfterAdopting(adopted))
-
-    def partitions_then_note(plan: PartitionPlan) -> list[pd.DataFrame]:
-        frames = [extract_partition(plan, partition) for partition in range(plan.partitions)]
-        events.append("partitions done")
-        return frames
-
-    monkeypatch.setattr(partitions, "count_in_snapshot", held_count)
-    result = extract_in_partitions(settings, AS_OF, partitions_then_note)
-
-    assert isinstance(result.row_counts, Future) and not result.row_counts.done()  # returned before counting
-    with shop.engine().begin() as conn:  # committed after the extract returned: not in its snapshot
-        conn.execute(sa.text(f"insert into {shop.table('transactions')} select * from {shop.table('transactions')}"))
-    release.set()
-    assert events == ["partitions done", "count adopted the snapshot"]
-    assert result.counts == before.counts
-    pd.testing.assert_frame_equal(result.features, before.features)
-    shop.dispose()
-
-
-def test_the_one_query_extract_counts_beside_it_in_its_snapshot(shop: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.extract as extract
+    import tasks.extract.features as features
 
     settings = load_settings(**shop.settings(order_id_column="order_id"))
     before = extract_customer_features(settings, AS_OF)
-    original = extract.count_in_snapshot
+    original = features.read_rows
 
-    def count_after_a_write(*args, **kwargs):  # type: ignore[no-untyped-def]
-        with shop.engine().begin() as conn:  # committed before the second connection counts
+    def read_after_a_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with shop.engine().begin() as conn:  # committed between the count and the aggregation
             conn.execute(sa.text(f"delete from {shop.table('transactions')} where customer_id is null"))
+            conn.execute(sa.text(f"delete from {shop.table('transactions')} where customer_id < 'C000050'"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(extract, "count_in_snapshot", count_after_a_write)
+    monkeypatch.setattr(features, "read_rows", read_after_a_write)
     during = extract_customer_features(settings, AS_OF)
 
     assert during.counts == before.counts and during.counts.rejected_by_reason["null_customer_id"] > 0
+    pd.testing.assert_frame_equal(during.features, before.features)
     shop.dispose()
 
 
 def test_partitions_are_ranges_of_the_customer_id_cut_from_a_sample(
     shop: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.partitions as partitions
+    import tasks.extract.partitions as partitions
 
     with shop.engine().connect() as conn:  # statistics, so the table's size is known
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(f"analyze {shop.table('transactions')}")
@@ -168,7 +127,7 @@ def test_partitions_are_ranges_of_the_customer_id_cut_from_a_sample(
 
 
 def test_the_plain_pipeline_runs_partitions_on_threads_over_a_view(shop: Backend) -> None:
-    from tasks.attributes import extract_run_input
+    from tasks.extract.run_input import extract_run_input
 
     with shop.engine().begin() as conn:  # a small view: its ids are read whole
         conn.exec_driver_sql(
@@ -207,7 +166,7 @@ def test_postgresql_stops_a_partition_at_its_time_limit_with_a_clear_error(shop:
 def test_a_large_view_and_a_table_never_analyzed_are_cut_from_a_sample_not_read_whole(
     shop: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.partitions as partitions
+    import tasks.extract.partitions as partitions
 
     with shop.engine().begin() as conn:
         conn.exec_driver_sql(
@@ -248,7 +207,7 @@ def test_a_large_view_and_a_table_never_analyzed_are_cut_from_a_sample_not_read_
 
 
 def test_an_id_holding_most_rows_collapses_the_cuts_and_still_covers_everyone(shop: Backend) -> None:
-    from tasks.partitions import partition_bounds
+    from tasks.extract.partitions import partition_bounds
 
     with shop.engine().begin() as conn:
         conn.exec_driver_sql(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from tasks.synthetic import generate_transactions
-from tests.conftest import Backend
 from tests.sql.test_customer_features import assert_features_equal, features_by_customer, run_extract
-from tests.sql.test_load import write_transactions
+from tests.support.backend import Backend
 from tests.support.fixtures import AS_OF
 from tests.support.reference import reference_features
+from tests.support.shop import write_transactions
 
 
 @pytest.mark.parametrize(("lookback_days", "by_order"), [(None, True), (120, True), (None, False)])

@@ -9,13 +9,13 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from tasks import load
 from tasks.database import is_transient
 from tasks.errors import LockTimeoutError
+from tasks.load.runs import start_run
 from tasks.locking import RunInProgressError, run_lock
 from tasks.settings import load_settings
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic, read, run_without_prefect
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic, read, run_once
 
 
 def test_a_second_run_stops_at_once_while_one_holds_the_output(backend: Backend) -> None:
@@ -24,11 +24,11 @@ def test_a_second_run_stops_at_once_while_one_holds_the_output(backend: Backend)
 
     with run_lock(settings):
         with pytest.raises(RunInProgressError, match="another run is writing to") as raised:
-            run_without_prefect(backend)
+            run_once(backend)
         if backend.name == "postgresql":
             assert "server process" in str(raised.value) and "customer-segments" in str(raised.value)
 
-    run_without_prefect(backend)  # the lock is gone with its holder
+    run_once(backend)  # the lock is gone with its holder
     assert read(backend, "segment_runs")["status"].tolist() == ["succeeded"]
 
 
@@ -36,9 +36,9 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed(backend: Backend)
     load_synthetic(backend)
     settings = load_settings(**backend.settings())
     dead = str(uuid.uuid4())
-    load.start_run(settings, run_id=dead, flow_run_id=None, as_of=AS_OF, started_at=datetime.now(UTC))
+    start_run(settings, run_id=dead, flow_run_id=None, as_of=AS_OF, started_at=datetime.now(UTC))
 
-    run_without_prefect(backend)
+    run_once(backend)
 
     runs = read(backend, "segment_runs").set_index("run_id")
     assert runs.loc[dead, "status"] == "failed"
@@ -52,7 +52,7 @@ def test_two_runs_at_once_never_interleave(backend: Backend) -> None:
 
     def attempt(k: int) -> None:
         try:
-            run_without_prefect(backend, n_clusters=k, model_policy="refit")
+            run_once(backend, n_clusters=k, model_policy="refit")
             outcomes.append("succeeded")
         except RunInProgressError:
             outcomes.append("stopped")
@@ -81,7 +81,7 @@ def test_serialization_failures_and_lost_connections_are_transient_missing_table
 
     from tasks.database import connection_errors, is_transient
     from tasks.errors import DatabaseUnavailableError, SourceError
-    from tasks.extract import check_source
+    from tasks.extract.source import check_source
 
     engine = sa.create_engine(postgres_url)
     with engine.connect() as conn:  # real errors from the server, not hand-made ones
@@ -109,7 +109,7 @@ def test_a_write_behind_a_long_reader_gives_up_after_the_lock_timeout_and_writes
 ) -> None:
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend, customers=100)
-    first = run_without_prefect(backend)
+    first = run_once(backend)
     reader = backend.engine().connect()  # a BI query still running: a share lock on customer_segments
     reader.execute(sa.text(f"select count(*) from {backend.table('customer_segments')}"))
     # Without a lock timeout the write would wait for the reader, which lets go after 20 s
@@ -117,7 +117,7 @@ def test_a_write_behind_a_long_reader_gives_up_after_the_lock_timeout_and_writes
     release.start()
     try:
         with pytest.raises(LockTimeoutError, match="SEGMENTS_LOCK_TIMEOUT_SECONDS") as raised:
-            run_without_prefect(backend, as_of=date(2024, 3, 2), lock_timeout_seconds=0.5)
+            run_once(backend, as_of=date(2024, 3, 2), lock_timeout_seconds=0.5)
     finally:
         release.cancel()
         reader.rollback()
@@ -127,7 +127,7 @@ def test_a_write_behind_a_long_reader_gives_up_after_the_lock_timeout_and_writes
     runs = read(backend, "segment_runs").set_index("as_of")
     assert runs.loc[date(2024, 3, 2), "status"] == "failed"
 
-    run_without_prefect(backend, as_of=date(2024, 3, 2), lock_timeout_seconds=0.5)  # the reader is gone
+    run_once(backend, as_of=date(2024, 3, 2), lock_timeout_seconds=0.5)  # the reader is gone
 
     assert set(read(backend, "customer_segments")["as_of"]) == {date(2024, 3, 2)}
     backend.dispose()

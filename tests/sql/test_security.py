@@ -9,11 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.database import split_statements
-from tasks.load import render_grants
-from tasks.pipeline import run_pipeline
+from tasks.load.grants import render_grants
 from tasks.settings import load_settings
-from tests.conftest import Backend
-from tests.sql.test_load import AS_OF, load_synthetic
+from tests.support.backend import Backend
+from tests.support.shop import AS_OF, load_synthetic, run_on
 
 
 @pytest.fixture
@@ -65,7 +64,7 @@ def test_the_bi_role_reads_segments_but_cannot_write_them_or_read_transactions(
         output_schema=output,
         order_id_column="order_id",
     )
-    run = run_pipeline(job_settings, AS_OF)
+    run = run_on(job_settings, AS_OF)
     assert len(run.outcome.segments.assignments) == 200
 
     bi_engine = sa.create_engine(as_role(postgres_url, bi))
@@ -143,12 +142,12 @@ def test_injected_names_are_refused_by_settings_and_by_the_flow_form(
 
 def test_an_injected_value_is_only_ever_a_bound_value(postgres_url: str, pg_schema: str, canary: sa.Engine) -> None:
     from tasks.errors import EmptySourceError
-    from tasks.score import score_customer
+    from tasks.on_demand import score_customer
 
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend, customers=50)
     settings = load_settings(**backend.settings(order_id_column="order_id"))
-    run_pipeline(settings, AS_OF)
+    run_on(settings, AS_OF)
 
     for value in ("x'; drop table canary; --", "' or '1'='1", "C000001' --"):
         with pytest.raises(EmptySourceError, match="has no usable rows"):
@@ -157,7 +156,7 @@ def test_an_injected_value_is_only_ever_a_bound_value(postgres_url: str, pg_sche
 
 
 def test_reserved_words_and_mixed_case_names_are_quoted_not_refused(postgres_url: str, pg_schema: str) -> None:
-    from tasks.extract import extract_customer_features
+    from tasks.extract.features import extract_customer_features
 
     engine = sa.create_engine(postgres_url)
     with engine.begin() as conn:

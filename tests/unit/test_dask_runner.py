@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import distributed
 
+from tasks.prefect_tasks import dask_task_runner
 from tasks.settings import load_settings
-from tasks.steps import dask_task_runner
 
 POSTGRES = {"database_url": "postgresql+psycopg://segments@db.example/shop", "source_table": "sales.transactions"}
 

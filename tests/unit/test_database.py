@@ -47,26 +47,6 @@ def test_dialect_files_win_over_generic_ones() -> None:
     assert "julianday" in sqlite
 
 
-def test_the_output_ddl_takes_its_types_from_the_dialect_map() -> None:
-    from tasks.load import _ddl_types
-
-    sql = load_sql(
-        "customer_segments_table",
-        customer_segments=QuotedIdentifier("s.customer_segments"),
-        customer_segment_history=QuotedIdentifier("s.customer_segment_history"),
-        customer_id_type=SqlKeyword("bigint"),
-        postgresql=True,
-        previous_open_index=QuotedIdentifier("s.customer_segment_history_open_idx"),
-        **_ddl_types("postgresql"),
-    )
-
-    assert "customer_id bigint primary key" in sql
-    assert "scored_at timestamptz not null" in sql
-    assert "drop index if exists s.customer_segment_history_open_idx;" in sql
-    assert "(customer_id) include (segment_id) where valid_to is null" in sql
-    assert "{{" not in sql
-
-
 FEATURE_TEMPLATE_NAMES = {
     name: QuotedIdentifier(name) for name in ("source_table", "customer_id", "occurred_at", "amount")
 } | {

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.deployment import PREFECT_FILE, load_deployment, runner_deployment
+from flows.segment_customers import runner_deployment
+from tasks.deployment import PREFECT_FILE, load_deployment
 from tasks.errors import ConfigurationError
 from tests.support.prefect_server import assert_the_run_form_explains_every_parameter
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tasks.errors import DataGateError, OutputCheckError
-from tasks.extract import RowCounts
-from tasks.gates import OutputFigures, check_input, check_output
+from tasks.extract.result import RowCounts
+from tasks.gates import check_input
+from tasks.load.checks import OutputFigures, check_output
 
 
 def counts(null_ids: int = 0, late: int = 0, scanned: int = 1000) -> RowCounts:

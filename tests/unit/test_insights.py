@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import charts, insights
-from tasks.compare import ALGORITHMS, compare_algorithms
-from tasks.files import snake_case, snake_case_columns
-from tasks.model import ElbowCurve, SegmentModel, fit_encoding, fit_segment_model
-from tasks.segments import attribute_segment_labels, humanize
+from tasks.extract.load_file import snake_case, snake_case_columns
+from tasks.model.compare import ALGORITHMS, compare_algorithms
+from tasks.model.fit import ElbowCurve, fit_segment_model
+from tasks.model.naming import attribute_segment_labels, humanize
+from tasks.model.transform import SegmentModel, fit_encoding
+from tasks.report import charts, html
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -146,10 +147,12 @@ def test_charts_are_png_images() -> None:
         assert png.startswith(PNG) and len(png) > 2_000
 
 
-def test_the_report_uses_the_runs_elbow_or_computes_one_for_k_1_to_10() -> None:
-    values = blobs([(0, 0), (4, 0), (0, 4), (4, 4)])
-    curve, source = insights.report_elbow(elbow().as_dict(), values, random_state=0)
+def test_the_report_shows_the_runs_elbow_else_its_models_else_says_why_there_is_none() -> None:
+    training = ElbowCurve(ks=[1, 2, 3], inertias=[9.0, 4.0, 3.0], silhouettes=[None, 0.6, 0.5], knee=2)
+
+    curve, source = html.report_elbow(elbow().as_dict(), training.as_dict())
     assert curve == elbow() and "run's own" in source
-    computed, source = insights.report_elbow(None, values, random_state=0)
-    assert computed.ks == list(range(1, 11)) and computed.knee == 4
-    assert "Computed for this report" in source
+    curve, source = html.report_elbow(None, training.as_dict())
+    assert curve == training and "fitted this model" in source
+    curve, source = html.report_elbow(None, None)
+    assert curve is None and "K was fixed" in source

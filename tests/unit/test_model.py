@@ -8,27 +8,13 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score
 
-import tasks.model as model_module
-import tasks.steps as steps
+import tasks.model.step as step
 from tasks.errors import ModelError
-from tasks.extract import ExtractResult, RowCounts
-from tasks.memory import return_freed_memory
-from tasks.model import (
-    ElbowCurve,
-    Encoding,
-    SegmentModel,
-    choose_n_clusters,
-    clustering_metrics,
-    find_knee,
-    fit_scaling,
-    fit_segment_model,
-    nearest_centroid,
-    signed_log1p,
-)
+from tasks.model.fit import ElbowCurve, choose_n_clusters, clustering_metrics, find_knee, fit_segment_model
+from tasks.model.transform import Encoding, SegmentModel, fit_scaling, nearest_centroid, signed_log1p
 from tasks.settings import load_settings
-from tests.support.memory import PAGES_PER_BLOCK, cycle_faults
 
 FEATURES = ("recency_days", "frequency", "monetary")
 # Behavioural groups far apart in (recency days, orders, net spend).
@@ -129,35 +115,16 @@ def test_the_fit_keeps_the_standardized_features_the_stored_model_gives_and_pred
     assert np.array_equal(result.labels, result.model.predict(frame))
 
 
-def test_labels_and_inertia_in_chunks_equal_the_whole_computation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_labels_are_the_nearest_centroid_and_inertia_their_squared_distances() -> None:
     rng = np.random.default_rng(4)
     values, centroids = rng.normal(size=(1000, 3)), rng.normal(size=(4, 3))
     distances = ((values[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
-    monkeypatch.setattr(model_module, "PREDICT_CHUNK_ROWS", 64)  # 16 chunks, the last one short
 
     labels = nearest_centroid(values, centroids)
     metrics = clustering_metrics(values, labels, centroids, np.random.default_rng(0))
 
     assert np.array_equal(labels, distances.argmin(axis=1))
     assert metrics["inertia"] == pytest.approx(distances.min(axis=1).sum(), rel=1e-12)
-
-
-def test_silhouettes_of_several_labelings_equal_scikit_learns(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(11)
-    values = np.vstack([rng.normal(size=(400, 4)), rng.normal(size=(10, 4)) + 6, np.zeros((3, 4))])  # ties too
-    labelings = [rng.integers(0, k, len(values)) for k in (2, 3, 7)]
-    sparse = np.where(labelings[1] == 1, 5, labelings[1] * 10)  # labels 0, 5, 20: not 0..K-1
-    alone = labelings[0].copy()
-    alone[[0, 7]] = [9, 4]  # two customers each alone in a cluster: they score 0
-    monkeypatch.setattr(model_module, "SILHOUETTE_CHUNK_BYTES", 8 * 50 * len(values))  # 50 rows a chunk
-
-    ours = model_module.silhouette_scores(values, [*labelings, sparse, alone])
-
-    expected = [silhouette_score(values, labels) for labels in [*labelings, sparse, alone]]
-    assert ours == pytest.approx(expected, rel=1e-12, abs=1e-14)
-    assert ours[0] != pytest.approx(ours[4], abs=1e-6)  # the singletons did change the score
-    with pytest.raises(ValueError, match="2 to"):
-        model_module.silhouette_scores(values, [np.zeros(len(values), dtype=int)])
 
 
 def test_the_elbow_of_a_shop_with_a_handful_of_customers_leaves_out_the_k_without_a_silhouette() -> None:
@@ -226,57 +193,39 @@ def test_the_knee_is_not_pulled_early_by_a_dominant_first_drop() -> None:
     assert find_knee(list(range(1, 11)), inertias) == 5
 
 
-def planted_extract() -> ExtractResult:
-    """An extract of three planted groups of customers, for the model step."""
+def planted_features() -> pd.DataFrame:
+    """Three planted groups of customers as the extract gives them, for the model step."""
     frame, _ = planted_groups(3)
-    features = frame.assign(
+    return frame.assign(
         customer_id=[f"c{index}" for index in range(len(frame))],
         avg_order_value=frame["monetary"] / frame["frequency"],
         tenure_days=frame["recency_days"] + 30,
     )
-    counts = RowCounts(rows_scanned=len(frame), rows_in_window=len(frame), rows_before_window=0, rejected_by_reason={})
-    return ExtractResult(features=features, row_counts=counts, as_of=date(2024, 3, 1), customer_id_is_integer=False)
 
 
 def test_the_model_step_runs_its_native_thread_pools_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     # KMeans' OpenMP and OpenBLAS default to a thread per core; on the model's sample they only waited
-    # on each other (and on the database's row count running beside the model).
+    # on each other (and on the database using the other core).
     from threadpoolctl import threadpool_info, threadpool_limits
 
     threads_seen: list[int] = []
-    original = steps.fit_segment_model
+    original = step.fit_segment_model
 
     def fit_noting_threads(*args, **kwargs):  # type: ignore[no-untyped-def]
         threads_seen.extend(pool["num_threads"] for pool in threadpool_info())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(steps, "fit_segment_model", fit_noting_threads)
+    monkeypatch.setattr(step, "fit_segment_model", fit_noting_threads)
     with threadpool_limits(limits=2):  # what a 2-core machine gives by default
-        steps.segment_features(
-            planted_extract(), load_settings(n_clusters=3), run_id="r", scored_at=datetime.now(UTC), stored=None
+        step.segment_features(
+            planted_features(),
+            date(2024, 3, 1),
+            load_settings(n_clusters=3),
+            run_id="r",
+            scored_at=datetime.now(UTC),
+            stored=None,
         )
         after = {pool["num_threads"] for pool in threadpool_info()}
 
     assert threads_seen and set(threads_seen) == {1}
     assert after == {2}  # the caller's limits come back
-
-
-def test_the_model_step_reuses_the_memory_it_frees(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The job returns freed memory to the system (tasks/memory.py), so every array made again is fresh
-    # pages zeroed by the kernel: at 877k customers the step took 130k page faults and ~0.3 s longer.
-    faults_inside: list[int] = []
-    original = steps.fit_segment_model
-
-    def fit_noting_faults(*args, **kwargs):  # type: ignore[no-untyped-def]
-        faults_inside.append(cycle_faults())
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(steps, "fit_segment_model", fit_noting_faults)
-    return_freed_memory()  # as the flow and the pipeline do first
-    steps.segment_features(
-        planted_extract(), load_settings(n_clusters=3), run_id="r", scored_at=datetime.now(UTC), stored=None
-    )
-    faults_after = cycle_faults()
-
-    assert faults_inside and faults_inside[0] < 10 * PAGES_PER_BLOCK, faults_inside  # a freed block reused
-    assert faults_after >= 90 * PAGES_PER_BLOCK, faults_after  # the job's settings apply again after it

@@ -6,10 +6,10 @@ from datetime import UTC, date, datetime
 
 import pandas as pd
 
-from tasks.extract import ExtractResult, RowCounts
-from tasks.report import bar, profile_rows, run_summary_markdown
+from tasks.extract.result import ExtractResult, RowCounts
+from tasks.model.step import segment_features
+from tasks.report.summary import bar, profile_rows, run_summary_markdown
 from tasks.settings import load_settings
-from tasks.steps import segment_features
 from tasks.synthetic import generate_transactions
 from tests.support.reference import reference_features
 
@@ -40,9 +40,9 @@ def test_the_summary_names_counts_decision_charts_and_outputs_without_secrets() 
             "non_numeric_amount": 3,
         },
     )
-    extract = ExtractResult(features=features, row_counts=counts, as_of=as_of, customer_id_is_integer=False)
+    extract = ExtractResult(features=features, counts=counts, as_of=as_of, customer_id_is_integer=False)
     settings = load_settings(database_url="postgresql+psycopg://shop:s3cret@db.internal/shop", output_schema="bi")
-    outcome = segment_features(extract, settings, run_id="run-1", scored_at=datetime.now(UTC), stored=None)
+    outcome = segment_features(features, as_of, settings, run_id="run-1", scored_at=datetime.now(UTC), stored=None)
 
     markdown = run_summary_markdown(settings, extract, outcome, run_id="run-1", flow_run_id="flow-1")
 

@@ -1,0 +1,144 @@
+"""The covering index of the source (PostgreSQL): `segments index` prints it, `--create` builds it.
+
+With an index on (customer id, order id, occurred at, amount), PostgreSQL streams the order- and
+customer-level aggregation from an index-only scan in key order, with no sort and no hash spilling to
+disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import Engine, text
+
+from tasks.database import QuotedIdentifier, connection_errors, load_sql, make_engine, quote_identifier, quote_table
+from tasks.errors import ConfigurationError, IndexBuildInProgressError, SegmentsError
+from tasks.extract.source import inspect_source
+from tasks.locking import advisory_lock, lock_key
+from tasks.settings import SegmentSettings, split_table_name
+
+
+def covering_index_name(settings: SegmentSettings) -> str:
+    """The covering index's name, in the source table's schema."""
+    _, table = split_table_name(settings.source_table)
+    return f"{table[:40]}_segments_covering_idx"
+
+
+def covering_index_columns(settings: SegmentSettings) -> list[str]:
+    """The covering index's columns, in key order: customer id, order id (if mapped), occurred at, then
+    the amount or quantity and unit price."""
+    columns = [settings.customer_id_column]
+    if settings.order_id_column:
+        columns.append(settings.order_id_column)
+    columns.append(settings.occurred_at_column)
+    if settings.uses_quantity_times_price:
+        assert settings.quantity_column and settings.unit_price_column
+        columns += [settings.quantity_column, settings.unit_price_column]
+    else:
+        assert settings.amount_column
+        columns.append(settings.amount_column)
+    return columns
+
+
+def covering_index_sql(engine: Engine, settings: SegmentSettings) -> str:
+    """``CREATE INDEX CONCURRENTLY`` of the covering index for the configured source (PostgreSQL)."""
+    return load_sql(
+        "covering_index",
+        index_name=quote_identifier(engine, covering_index_name(settings), "index"),
+        source_table=quote_table(engine, settings.source_table),
+        columns=QuotedIdentifier(
+            ", ".join(quote_identifier(engine, column) for column in covering_index_columns(settings))
+        ),
+    )
+
+
+def covering_index_statement(settings: SegmentSettings) -> str:
+    """The ``CREATE INDEX`` statement of the covering index, as `segments index` prints it."""
+    engine = make_engine(settings.database_url.get_secret_value())
+    try:
+        return covering_index_sql(engine, settings)
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class CoveringIndex:
+    """What :func:`create_covering_index` did: ``created``, ``kept`` (it was there, valid, on the
+    configured columns) or ``rebuilt`` (dropped and built again, for ``reason``)."""
+
+    statement: str
+    action: Literal["created", "kept", "rebuilt"]
+    reason: str | None = None
+
+
+def covering_index_lock_key(settings: SegmentSettings) -> int:
+    """The advisory lock a build of the source's covering index holds."""
+    return lock_key(settings, f"covering-index:{settings.source_table}")
+
+
+def create_covering_index(settings: SegmentSettings) -> CoveringIndex:
+    """Create the covering index (outside a transaction, as CONCURRENTLY requires), then VACUUM ANALYZE
+    the source so that index-only scans need no heap visits. Needs the source table's owner.
+
+    A concurrent build that failed or was interrupted (cancelled, its connection lost, a deadlock)
+    leaves its index behind, invalid: PostgreSQL keeps it up to date but never reads it, and ``IF NOT
+    EXISTS`` then builds nothing, so every extract would run without it, slower, with no error
+    anywhere. Such an index is dropped (concurrently) and built again, as is an
+    index of this name on other columns (the column settings changed since it was built). An index of
+    this name on another table is left alone: that is an error. One build at a time per source: two
+    concurrent builds of the same index deadlock each other, so a second stops at once, naming the
+    first."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        inspect_source(engine, settings)
+        statement = covering_index_sql(engine, settings)
+        schema, _ = split_table_name(settings.source_table)
+        name = covering_index_name(settings)
+        source_table = quote_table(engine, settings.source_table)
+        columns = covering_index_columns(settings)
+
+        def busy(who: str) -> SegmentsError:
+            return IndexBuildInProgressError(
+                f"another `segments index --create` is building the index on {settings.source_table}{who}; "
+                "wait for it to finish"
+            )
+
+        with (
+            advisory_lock(settings, covering_index_lock_key(settings), busy),
+            connection_errors(url),
+            engine.connect() as conn,
+        ):
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            params = {"source_table": str(source_table), "index_name": name}
+            existing = conn.execute(text(load_sql("covering_index_state")), params).one_or_none()
+            built = CoveringIndex(statement, "created")
+            if existing is not None:
+                if not existing.on_source:
+                    raise ConfigurationError(
+                        f"an index named {existing.index_name} is on {existing.table_name}, not on the source "
+                        f"{settings.source_table}; rename or drop it, then create the covering index"
+                    )
+                if existing.building_pid is not None:
+                    raise IndexBuildInProgressError(
+                        f"index {existing.index_name} is being built by server process {existing.building_pid}; "
+                        "wait for it to finish"
+                    )
+                if existing.usable and existing.plain and list(existing.columns) == columns:
+                    built = CoveringIndex(statement, "kept")
+                else:
+                    if not existing.usable:
+                        reason = "an earlier build failed or was interrupted and left it invalid"
+                    elif list(existing.columns) != columns:
+                        reason = f"it was on ({', '.join(existing.columns)}), not ({', '.join(columns)})"
+                    else:
+                        reason = "it was unique, partial or on expressions"
+                    conn.exec_driver_sql(f"drop index concurrently {quote_table(engine, name, schema)}")
+                    built = CoveringIndex(statement, "rebuilt", reason)
+            if built.action != "kept":
+                conn.exec_driver_sql(statement)
+            conn.exec_driver_sql(f"vacuum analyze {source_table}")
+        return built
+    finally:
+        engine.dispose()

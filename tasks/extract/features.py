@@ -1,0 +1,161 @@
+"""Per-customer features computed in the database, and the row counts of the run record.
+
+Raw transaction rows never leave the database: the feature query aggregates them to one row per
+customer, the count query counts what was scanned and rejected; both read one snapshot.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql as psql
+from sqlalchemy import Connection, text
+
+from tasks.database import connection_errors, make_engine
+from tasks.errors import EmptySourceError
+from tasks.extract.queries import customer_id_value, query_parameters, render_count_query, render_feature_query
+from tasks.extract.result import REJECTION_REASONS, ExtractResult, RowCounts
+from tasks.extract.source import inspect_source, integer_ids
+from tasks.settings import COMPUTED_FEATURES, SegmentSettings
+
+FETCH_CHUNK_ROWS = 100_000
+_COUNT_COLUMNS = {
+    "scanned_row_count": "rows_scanned",
+    "window_row_count": "rows_in_window",
+    "before_window_count": "rows_before_window",
+    "null_customer_id_count": "null_customer_id",
+    "null_occurred_at_count": "null_occurred_at",
+    "after_as_of_count": "occurred_at_or_after_as_of",
+    "non_numeric_amount_count": "non_numeric_amount",
+}
+
+
+def extract_customer_features(settings: SegmentSettings, as_of: date, customer_id: str | None = None) -> ExtractResult:
+    """Compute per-customer features as of ``as_of`` in the database, and the row counts.
+
+    Returns one row per customer that has at least one accepted row in the window, with the columns
+    ``customer_id``, ``recency_days`` / ``tenure_days`` (whole days, null when ``frequency`` is 0),
+    ``frequency`` (orders with net amount > 0), ``monetary`` (net spend, refunds included, in the
+    source's currency) and ``avg_order_value`` (``monetary / frequency``). Raises
+    :class:`EmptySourceError` when the source or the window holds no usable row. With
+    ``customer_id``, only that customer's rows are read (one index lookup where the source has an
+    index on the customer id column).
+    """
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        source = inspect_source(engine, settings)
+        one_customer = customer_id is not None
+        feature_sql = render_feature_query(engine, settings, source, one_customer=one_customer)
+        count_sql = render_count_query(engine, settings, source, one_customer=one_customer)
+        params = query_parameters(settings, as_of, source)
+        if customer_id is not None:
+            params["customer_id"] = customer_id_value(customer_id, source.customer_id_is_integer)
+        with connection_errors(url), engine.connect() as conn:
+            begin_extract_transaction(conn)
+            counts = count_rows(conn, count_sql, params)
+            rows = read_rows(conn, feature_sql, params)
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+    if customer_id is not None and counts.rows_in_window == 0:
+        raise EmptySourceError(
+            f"customer {customer_id!r} has no usable rows before as-of {as_of.isoformat()} in {settings.source_table!r}"
+        )
+    if counts.rows_scanned == 0:
+        raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
+    features = typed_features([rows], source.customer_id_is_integer, settings.source_table)
+    if features.empty:
+        window = f"in the {settings.lookback_days} days " if settings.lookback_days else ""
+        raise EmptySourceError(
+            f"no usable rows {window}before as-of {as_of.isoformat()} in {settings.source_table!r} "
+            f"({counts.rows_scanned} scanned, {counts.rows_rejected} rejected: "
+            f"{_reasons_text(counts.rejected_by_reason)})"
+        )
+    return ExtractResult(
+        features=features, counts=counts, as_of=as_of, customer_id_is_integer=source.customer_id_is_integer
+    )
+
+
+def begin_extract_transaction(conn: Connection) -> None:
+    """Start the extract's transaction: one snapshot for all its queries (PostgreSQL: REPEATABLE
+    READ), times read as UTC."""
+    if conn.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="REPEATABLE READ")
+        conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
+
+
+def count_rows(conn: Connection, sql: str, params: dict[str, Any]) -> RowCounts:
+    """Run the count query: rows scanned, in the window, and rejected by reason."""
+    totals = conn.execute(text(sql), params).mappings().one()
+    named = {_COUNT_COLUMNS[key]: int(value) for key, value in totals.items()}
+    return RowCounts(
+        rows_scanned=named.get("rows_scanned", 0),
+        rows_in_window=named.get("rows_in_window", 0),
+        rows_before_window=named.get("rows_before_window", 0),
+        rejected_by_reason={reason: named.get(reason, 0) for reason in REJECTION_REASONS},
+    )
+
+
+def read_rows(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    """The rows of the feature query as a frame (columns as the query names them)."""
+    if conn.dialect.name == "postgresql":
+        return read_with_copy(conn, sql, params)
+    result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(text(sql), params)
+    columns = list(result.keys())
+    chunks = [
+        pd.DataFrame.from_records([tuple(row) for row in part], columns=columns)
+        for part in result.partitions(FETCH_CHUNK_ROWS)
+    ]
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=columns)
+
+
+def read_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    """PostgreSQL: the query's rows through ``COPY ... TO STDOUT`` as CSV, parsed by Arrow: one stream
+    instead of a Python tuple per row (half the time of a cursor here). NULL is written as ``\\N`` so
+    that an empty text is not mistaken for a missing value."""
+    compiled = str(text(sql).compile(dialect=conn.dialect))  # the driver's %(name)s placeholders
+    statement = psql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')").format(psql.SQL(compiled))
+    buffer = io.BytesIO()
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None
+    with driver_connection.cursor() as cursor, cursor.copy(statement, params) as copy:
+        for block in copy:
+            buffer.write(block)
+    table = pacsv.read_csv(
+        pa.BufferReader(buffer.getbuffer()),
+        convert_options=pacsv.ConvertOptions(
+            null_values=["\\N"], strings_can_be_null=True, column_types={"customer_id": pa.string()}
+        ),
+    )
+    return table.to_pandas()
+
+
+def _reasons_text(rejected: dict[str, int]) -> str:
+    parts = [f"{reason} {count}" for reason, count in rejected.items() if count]
+    return ", ".join(parts) or "none"
+
+
+def typed_features(frames: list[pd.DataFrame], customer_id_is_integer: bool, table: str) -> pd.DataFrame:
+    """The fetched rows with their final dtypes and the average order value (``monetary /
+    frequency``), sorted by customer id. Ids are int64 when the source's id column holds numbers
+    (see :func:`tasks.extract.source.integer_ids`), text otherwise."""
+    frame = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["customer_id", *COMPUTED_FEATURES])
+    )
+    ids = frame["customer_id"]
+    frame["customer_id"] = integer_ids(ids, table) if customer_id_is_integer else ids.astype("string")
+    frame["frequency"] = frame["frequency"].astype("int64")
+    for name in ("recency_days", "tenure_days"):
+        frame[name] = frame[name].astype("Int64")
+    frame["monetary"] = pd.to_numeric(frame["monetary"], errors="raise").astype("float64")
+    # no orders with a positive net, no average
+    frame["avg_order_value"] = frame["monetary"] / frame["frequency"].where(frame["frequency"] > 0)
+    frame = frame[["customer_id", *COMPUTED_FEATURES]]
+    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)

@@ -1,0 +1,152 @@
+"""The run's output rows: one assignment per customer (features, scores, segment) and one profile per
+segment (size, share, feature means and medians, centroid)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+
+from tasks.model.naming import NO_NET_PURCHASES_ID, NO_NET_PURCHASES_NAME, PERSONAS, SegmentPersona
+from tasks.model.transform import MISSING_LEVEL, SegmentModel
+from tasks.settings import COMPUTED_FEATURES
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """The run's output frames: one row per customer, and one profile per segment."""
+
+    assignments: pd.DataFrame
+    profiles: pd.DataFrame
+
+
+def build_segments(
+    scored: pd.DataFrame,
+    labels: np.ndarray,
+    model: SegmentModel,
+    *,
+    clustered: pd.Series,
+    segment_ids: Sequence[int],
+    segment_names: Sequence[str],
+    as_of: date,
+    run_id: str,
+    model_version: str,
+    scored_at: datetime,
+) -> SegmentTable:
+    """Join features, scores and labels into the ``customer_segments`` and ``segment_profiles`` rows.
+
+    ``scored`` holds every customer of the run (from :func:`with_scores`); ``clustered`` marks those
+    that were clustered (:func:`clusterable`) and ``labels`` holds their cluster index (0..K-1), in
+    their order; ``segment_ids`` and ``segment_names`` the id and name of each cluster index. The other
+    customers (no net purchases) get the reserved segment 0. Customer attributes the model used are
+    kept as columns after the transaction features.
+    """
+    attributes = [name for name in model.input_columns if name not in COMPUTED_FEATURES]
+    cluster = pd.Series(-1, index=scored.index, dtype="int64")
+    cluster.loc[clustered] = labels
+    segment_of_cluster = {index: int(segment) for index, segment in enumerate(segment_ids)}
+    names = {int(segment): name for segment, name in zip(segment_ids, segment_names, strict=True)}
+    scored = scored.copy(deep=False)  # copy-on-write (pandas 3): the caller's frame stays as it was
+    scored["segment_id"] = cluster.map(segment_of_cluster).fillna(NO_NET_PURCHASES_ID).astype("int64")
+    scored["segment_name"] = (
+        scored["segment_id"].map(names | {NO_NET_PURCHASES_ID: NO_NET_PURCHASES_NAME}).astype("category")
+    )
+    scored["as_of"] = as_of
+    scored["run_id"] = run_id
+    scored["model_version"] = model_version
+    scored["scored_at"] = scored_at
+
+    profiles = _profiles(scored, model, segment_of_cluster, attributes, as_of=as_of, run_id=run_id)
+    columns = [
+        "customer_id",
+        "segment_id",
+        "segment_name",
+        *COMPUTED_FEATURES,
+        "r_score",
+        "f_score",
+        "m_score",
+        "as_of",
+        "run_id",
+        "model_version",
+        "scored_at",
+        *attributes,
+    ]
+    return SegmentTable(assignments=scored[columns].reset_index(drop=True), profiles=profiles)
+
+
+def _profiles(
+    scored: pd.DataFrame,
+    model: SegmentModel,
+    segment_of_cluster: dict[int, int],
+    attributes: list[str],
+    *,
+    as_of: date,
+    run_id: str,
+) -> pd.DataFrame:
+    centroid_of_segment = {segment: model.centroids[index].tolist() for index, segment in segment_of_cluster.items()}
+    total = len(scored)
+    segment_ids = scored["segment_id"].to_numpy()
+    scores = ["r_score", "f_score", "m_score"]
+    values = scored[[*COMPUTED_FEATURES, *scores]].astype("float64").groupby(segment_ids, sort=True)
+    sizes = values.size()
+    mean_of, median_of = values.mean().to_dict("index"), values[list(COMPUTED_FEATURES)].median().to_dict("index")
+    segment_names = scored.drop_duplicates("segment_id").set_index("segment_id")["segment_name"]
+    members_of = (
+        dict(iter(scored[["segment_id", *attributes]].groupby("segment_id", sort=True, observed=True)))
+        if attributes
+        else {}
+    )
+    rows = []
+    for segment_id in sizes.index:
+        name = str(segment_names[segment_id])
+        persona = PERSONAS.get(name.split(" (")[0]) or _attribute_persona(name)
+        row: dict[str, object] = {
+            "run_id": run_id,
+            "as_of": as_of,
+            "segment_id": int(segment_id),
+            "segment_name": name,
+            "description": persona.description,
+            "recommended_action": persona.recommended_action,
+            "customers": int(sizes[segment_id]),
+            "share": int(sizes[segment_id]) / total,
+        }
+        for feature in COMPUTED_FEATURES:
+            row[f"mean_{feature}"] = _float_or_none(mean_of[segment_id][feature])
+            row[f"median_{feature}"] = _float_or_none(median_of[segment_id][feature])
+        for score in scores:
+            row[f"mean_{score}"] = _float_or_none(mean_of[segment_id][score])
+        centroid = centroid_of_segment.get(int(segment_id))
+        row["centroid"] = json.dumps(dict(zip(model.features, centroid, strict=True))) if centroid else None
+        row["attribute_means"] = (
+            json.dumps(_attribute_means(members_of[segment_id], model, attributes)) if attributes else None
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _attribute_means(members: pd.DataFrame, model: SegmentModel, attributes: list[str]) -> dict[str, float | None]:
+    """Mean of each numeric attribute and the share of each categorical level among ``members``."""
+    means: dict[str, float | None] = {}
+    for column in attributes:
+        if column in model.categorical:
+            levels = members[column].astype("string").fillna(MISSING_LEVEL)
+            for level in model.categorical[column]:
+                means[f"{column}={level}"] = float((levels == level).mean())
+        else:
+            means[column] = _float_or_none(pd.to_numeric(members[column], errors="coerce").mean())
+    return means
+
+
+def _attribute_persona(name: str) -> SegmentPersona:
+    return SegmentPersona(
+        f"{name}, compared with the average customer (see the feature means).",
+        "Tailor offers and messages to this profile, and compare the segment's response with the others.",
+    )
+
+
+def _float_or_none(value: float) -> float | None:
+    return None if pd.isna(value) else float(value)
