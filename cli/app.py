@@ -33,6 +33,7 @@ from cli.options import (
     Partitions,
     ReportOutput,
     SampleSize,
+    Verbose,
 )
 from tasks.errors import ConfigurationError, SegmentsError
 
@@ -51,16 +52,22 @@ def _fail(error: SegmentsError) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _prepare_prefect_environment() -> None:
+def _prepare_prefect_environment(verbose: bool = False) -> None:
     # Settings for the temporary Prefect server the CLI starts when PREFECT_API_URL is unset (a server
     # of the user's own is not affected); users' own settings win. It can need more than its default
     # 20 s to start on a small machine, and it sends no usage telemetry: the user did not ask for a
     # server, and offline its attempt printed an ERROR line in every run.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect's log lines go to its server and logs; the terminal shows the progress and the summary
+    # (and a failure as one line), unless asked for them. Read when Prefect first configures logging.
+    if verbose:
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
+    else:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
-def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
+def _run_flow(options: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
     """Check the settings and the source (one line on error), then run the flow with a progress display."""
     from tasks.extract.attributes import check_customer_table
     from tasks.extract.source import check_source
@@ -77,15 +84,15 @@ def _run_flow(options: dict[str, Any]) -> dict[str, Any]:
     except SegmentsError as error:
         raise _fail(error) from None
 
-    _prepare_prefect_environment()
+    _prepare_prefect_environment(verbose)
     from flows.segment_customers import segment_customers
     from tasks import progress
 
-    with progress_display() as listener, progress.listening(listener):
-        try:
+    try:
+        with progress_display() as listener, progress.listening(listener):
             return segment_customers(**options)
-        except SegmentsError as error:
-            raise _fail(error) from None
+    except SegmentsError as error:  # printed after the display closes, so the error is the last line
+        raise _fail(error) from None
 
 
 @app.command()
@@ -101,6 +108,7 @@ def run(
     force: Force = False,
     compare_algorithms: CompareAlgorithms = False,
     partitions: Partitions = None,
+    verbose: Verbose = False,
 ) -> None:
     """Run one segmentation against the configured database (SEGMENTS_DATABASE_URL) and write the
     HTML report (SEGMENTS_REPORT_PATH, default segments_report.html)."""
@@ -117,7 +125,8 @@ def run(
             "force": force,
             "compare_algorithms": compare_algorithms,
             "partitions": partitions,
-        }
+        },
+        verbose,
     )
     print_summary(summary)
 
@@ -129,9 +138,11 @@ def demo(
         int, typer.Option(min=10, max=1_000_000, help="Synthetic customers to generate.")
     ] = DEMO_CUSTOMERS,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 7,
+    verbose: Verbose = False,
 ) -> None:
-    """Generate synthetic transactions in an SQLite file, segment them and print the segments."""
-    from tasks.demo import load_demo_transactions
+    """Generate synthetic transactions in an SQLite file, segment them, print the segments and write
+    the report; a .env in this folder then points every other command at the demo's data."""
+    from tasks.demo import load_demo_transactions, point_env_file_at
 
     path = path.resolve()
     as_of = datetime.now(UTC).date()
@@ -151,12 +162,24 @@ def demo(
             "SEGMENTS_CUSTOMER_TABLE": "",
         }
     )
-    summary = _run_flow({"as_of": as_of})
+    summary = _run_flow({"as_of": as_of}, verbose)
     print_summary(summary)
+    if point_env_file_at(path, Path.cwd()):
+        where = "; .env in this folder points every segments command at it"
+    else:
+        where = (
+            f". Your .env was left as it is: to use the demo's data, set SEGMENTS_DATABASE_URL=sqlite:///{path} "
+            "and SEGMENTS_ORDER_ID_COLUMN=order_id"
+        )
+    customer = f"C{min(42, customers - 1):06d}"
     console.print(
-        f"\nThe segments are in {path}: tables customer_segments (one row per customer), "
-        "segment_profiles and segment_runs.\n"
-        f'Try: sqlite3 {path} "select segment_name, count(*) from customer_segments group by 1 order by 2 desc"',
+        f"\nThe demo's transactions and segments are in {path} (tables transactions, customer_segments, "
+        f"segment_profiles, segment_runs, customer_segment_history){where}.\nTry next:\n"
+        "  uv run segments report --output report.html\n"
+        "  uv run segments export --format csv --output segments.csv\n"
+        f"  uv run segments score --customer-id {customer}\n"
+        "  uv run segments compare\n"
+        "  uv run segments run",
         highlight=False,
         soft_wrap=True,
     )

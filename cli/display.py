@@ -50,6 +50,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_column("segment")
     table.add_column("customers", justify="right")
     table.add_column("share", justify="right")
+    table.add_column("purity", justify="right")
+    table.add_column("stability", justify="right")
     segments = summary["segments"]
     attributes = [json.loads(segment.get("attribute_means") or "{}") for segment in segments]
     rfm = any(segment.get("mean_frequency") is not None for segment in segments if segment["segment_id"] != 0)
@@ -69,6 +71,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             segment["segment_name"],
             f"{segment['customers']:,}",
             f"{segment['share']:.1%}",
+            number(segment.get("purity"), "{:.0%}"),
+            number(segment.get("stability"), "{:.2f}"),
         ]
         if rfm:
             cells += [number(segment.get(column), pattern) for column, (_, pattern) in rfm_columns.items()]
@@ -76,11 +80,16 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(*cells)
     console.print(table)
     rejected = {reason: count for reason, count in summary["rejected_by_reason"].items() if count}
+    guests = summary.get("guest_rows") or 0
     console.print(
-        f"K={summary['n_clusters']}: {summary['k_reason']}. Rows scanned: {summary['rows_scanned']:,}; "
-        f"rejected: {sum(rejected.values()):,} {rejected or ''}".rstrip(),
+        f"{summary['k_reason']}. Rows scanned: {summary['rows_scanned']:,}; guest checkouts: {guests:,} "
+        f"({summary.get('guest_net_amount') or 0:,.2f} net, not segmented); rejected: {sum(rejected.values()):,} "
+        f"{rejected or ''}".rstrip(),
         highlight=False,
+        soft_wrap=True,
     )
+    for note in summary.get("notes") or []:
+        errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     if summary.get("algorithm_comparison"):
         print_comparison(summary["algorithm_comparison"])
     if summary.get("report_path"):

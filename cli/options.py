@@ -21,8 +21,8 @@ AsOf = Annotated[
 NClusters = Annotated[
     int | None, typer.Option(min=2, max=30, help="Number of segments; omit to choose it automatically.")
 ]
-KMin = Annotated[int | None, typer.Option(min=2, max=30, help="Smallest K the automatic choice may pick [default: 2].")]
-KMax = Annotated[int | None, typer.Option(min=2, max=30, help="Largest K the automatic choice may pick [default: 10].")]
+KMin = Annotated[int | None, typer.Option(min=2, max=30, help="Smallest K the automatic choice may pick [default: 4].")]
+KMax = Annotated[int | None, typer.Option(min=2, max=30, help="Largest K the automatic choice may pick [default: 8].")]
 
 
 class Policy(StrEnum):
@@ -61,6 +61,12 @@ Partitions = Annotated[
         max=64,
         help="Split the aggregation into N customer-id ranges aggregated in parallel on Dask (PostgreSQL; "
         "a local cluster, or SEGMENTS_DASK_ADDRESS) [default: 1].",
+    ),
+]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Show Prefect's log lines in the terminal too (they always go to its server)."
     ),
 ]
 ReportOutput = Annotated[

@@ -1,4 +1,4 @@
-"""The ``segment-customers`` flow: extract -> model -> gates -> write -> report.
+"""The ``segment-customers`` flow: extract -> gates -> model -> write -> report.
 
 :func:`run_segmentation` is the one place the steps are wired: the flow runs it with the steps as
 Prefect tasks (:data:`PREFECT_STEPS`), tests and the bench with the plain functions
@@ -102,22 +102,23 @@ PREFECT_STEPS = Steps(
 @dataclass(frozen=True)
 class RunResult:
     """What a run did: its id and date, its input and model outcome, the report it wrote (if any),
-    what ``force`` let past the gates, and each step's wall time in seconds."""
+    what a person should know (a gate ``force`` let pass, history left as it was), and each step's
+    wall time in seconds."""
 
     run_id: str
     as_of: date
     extract: ExtractResult
     outcome: ModelOutcome
     report_path: Path | None
-    forced: list[str]
+    notes: list[str]
     seconds: dict[str, float]
 
 
 def run_segmentation(
     settings: SegmentSettings, steps: Steps = PLAIN_STEPS, *, flow_run_id: str | None = None
 ) -> RunResult:
-    """One run: take the output's lock, record the run, extract, fit or reuse the model, check the
-    data gates, write everything in one transaction, publish the report. A failure after the run was
+    """One run: take the output's lock, record the run, extract, check the data gates, fit or reuse
+    the model, write everything in one transaction, publish the report. A failure after the run was
     recorded is recorded on it and re-raised. A dry run writes nothing and takes no lock."""
     as_of = settings.as_of or default_as_of()
     run_id = str(uuid.uuid4())
@@ -140,25 +141,30 @@ def run_segmentation(
             extract = timed(
                 "extract", lambda: steps.extract(settings, as_of), lambda e: (e.counts.rows_scanned, "rows")
             )
+            notes = [f"forced past a data gate: {problem}" for problem in steps.gates(settings, extract)]
             stored = steps.stored_model(settings)
             outcome = timed(
                 "model",
                 lambda: steps.model(extract, settings, run_id, started_at, stored),
                 lambda o: (len(o.segments.assignments), "customers"),
             )
-            forced = steps.gates(settings, extract)
             if not settings.dry_run:
-                timed(
+                history_updated = timed(
                     "write",
                     lambda: steps.write(settings, run_id, extract, outcome),
                     lambda _: (len(outcome.segments.assignments), "rows"),
                 )
+                if not history_updated:
+                    notes.append(
+                        f"as-of {as_of} is older than the latest change in customer_segment_history: "
+                        "the history was left as it was"
+                    )
             report_path = timed("report", lambda: steps.publish(settings, extract, outcome, run_id, flow_run_id))
         except Exception as error:
             if not settings.dry_run:
                 steps.fail(settings, run_id, f"{type(error).__name__}: {error}")
             raise
-    return RunResult(run_id, as_of, extract, outcome, report_path, forced, seconds)
+    return RunResult(run_id, as_of, extract, outcome, report_path, notes, seconds)
 
 
 def form_field(title: str, description: str, **constraints: Any) -> Any:
@@ -192,11 +198,11 @@ def segment_customers(
     ] = None,
     k_min: Annotated[
         int | None,
-        form_field("Fewest segments (automatic)", "Smallest K the automatic choice may pick. Empty: 2.", ge=2, le=30),
+        form_field("Fewest segments (automatic)", "Smallest K the automatic choice may pick. Empty: 4.", ge=2, le=30),
     ] = None,
     k_max: Annotated[
         int | None,
-        form_field("Most segments (automatic)", "Largest K the automatic choice may pick. Empty: 10.", ge=2, le=30),
+        form_field("Most segments (automatic)", "Largest K the automatic choice may pick. Empty: 8.", ge=2, le=30),
     ] = None,
     model_policy: Annotated[
         Literal["auto", "reuse", "refit"] | None,
@@ -322,6 +328,8 @@ SUMMARY_PROFILE_COLUMNS = [
     "segment_name",
     "customers",
     "share",
+    "purity",
+    "stability",
     "mean_recency_days",
     "mean_frequency",
     "mean_monetary",
@@ -344,6 +352,9 @@ def run_summary(result: RunResult, *, dry_run: bool) -> dict[str, Any]:
         "model_version": outcome.model_version,
         "rows_scanned": counts.rows_scanned,
         "rejected_by_reason": counts.rejected_by_reason,
+        "guest_rows": counts.guest_rows,
+        "guest_net_amount": counts.guest_net_amount,
+        "notes": result.notes,
         "segments": outcome.segments.profiles[SUMMARY_PROFILE_COLUMNS].to_dict(orient="records"),
         "report_path": None if result.report_path is None else str(result.report_path),
         "algorithm_comparison": outcome.comparison,

@@ -1,5 +1,5 @@
 -- The mapped source columns, projected for the feature and count queries (included by both; the
--- count query asks for amount_is_null instead of the amount).
+-- count query asks whether there is an amount, and for the amount of guest rows only).
 -- A timestamp or timestamptz column is read as it is and compared with bounds of its own type (the
 -- bound parameters are cast to the column's type, not every row to another). A date column is cast to
 -- timestamptz (midnight UTC).
@@ -14,11 +14,14 @@ select
     {{ occurred_at }} as occurred_at,
     {% endif %}
     {% if amount_is_null %}
-    {# the counts only ask whether there is an amount: no product of every row #}
+    {# the counts ask whether there is an amount; only a guest row's amount is computed #}
     {% if quantity %}
-    ({{ quantity }} is null or {{ unit_price }} is null) as amount_is_null
+    ({{ quantity }} is null or {{ unit_price }} is null) as amount_is_null,
+    case when {{ customer_id }} is null then cast({{ quantity }} as numeric) * cast({{ unit_price }} as numeric) end
+        as guest_amount
     {% else %}
-    {{ amount }} is null as amount_is_null
+    {{ amount }} is null as amount_is_null,
+    case when {{ customer_id }} is null then cast({{ amount }} as numeric) end as guest_amount
     {% endif %}
     {% elif quantity %}
     cast({{ quantity }} as numeric) * cast({{ unit_price }} as numeric) as amount

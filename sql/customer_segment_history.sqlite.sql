@@ -1,8 +1,9 @@
--- Bring customer_segment_history in line with customer_segments for the run's as-of date (bound as
--- as_of). Runs inside the write transaction, after customer_segments was replaced. Idempotent: a re-run
--- of the same date undoes what the earlier run of that date got wrong, and only that: a row it opened
--- for a customer who is now elsewhere is deleted and the row it closed reopened (then closed again
--- below if the customer moved anyway). Rows it got right stay, so a re-run rewrites only the changes.
+-- Bring customer_segment_history in line with the run's rows (customer_segments_incoming, as
+-- customer_segments) for its as-of date (bound as as_of). Runs inside the write transaction.
+-- Idempotent: a re-run of the same date undoes what the earlier run of that date got wrong, and only
+-- that: a row it opened for a customer who is now elsewhere is deleted and the row it closed reopened
+-- (then closed again below if the customer moved anyway). Rows it got right stay, so a re-run
+-- rewrites only the changes.
 {% include "_customer_segment_history_undo.sql" %}
 
 -- Close the current row of every customer whose segment changed or who is not in this run.

@@ -1,6 +1,8 @@
--- What the run saw in the source, in one pass without grouping: rows scanned, in the window, before
--- it (lookback), and rejected by reason, each row counted once under its first reason (customer id,
--- then time, then as-of, then amount). Same snapshot and parameters as customer_features.postgresql.sql.
+-- What the run saw in the source, in one pass without grouping: rows scanned; guest rows (no customer
+-- id: guest checkouts, not clustered, not rejected) and the net amount of those in the window; rows
+-- in the window, before it (lookback), and rejected by reason, each row counted once under its first
+-- reason (time, then as-of, then amount). Same snapshot and parameters as
+-- customer_features.postgresql.sql.
 -- Each count tests nulls and compares times directly, rather than classifying every row into a text
 -- reason first.
 with source_rows as (
@@ -10,7 +12,13 @@ with source_rows as (
 counted as (
     select
         count(*) as scanned_row_count,
-        count(*) filter (where customer_id is null) as null_customer_id_count,
+        count(*) filter (where customer_id is null) as guest_row_count,
+        coalesce(sum(guest_amount) filter (
+            where occurred_at < cast(:as_of_ts as {{ time_type }})
+            {% if lookback %}
+                and occurred_at >= cast(:window_start_ts as {{ time_type }})
+            {% endif %}
+        ), 0) as guest_net_amount,
         count(*) filter (where customer_id is not null and occurred_at is null) as null_occurred_at_count,
         count(*) filter (
             where customer_id is not null and occurred_at >= cast(:as_of_ts as {{ time_type }})
@@ -32,10 +40,11 @@ counted as (
 
 select
     scanned_row_count,
-    scanned_row_count - null_customer_id_count - null_occurred_at_count - after_as_of_count
+    scanned_row_count - guest_row_count - null_occurred_at_count - after_as_of_count
         - non_numeric_amount_count - before_window_count as window_row_count,
     before_window_count,
-    null_customer_id_count,
+    guest_row_count,
+    guest_net_amount,
     null_occurred_at_count,
     after_as_of_count,
     non_numeric_amount_count

@@ -38,3 +38,22 @@ def load_demo_transactions(path: Path, *, customers: int, as_of: date, seed: int
     finally:
         engine.dispose()
     return len(frame)
+
+
+ENV_MARK = "# Written by `segments demo`"
+
+
+def point_env_file_at(database: Path, folder: Path) -> bool:
+    """Write ``folder/.env`` so that every `segments` command run there reads the demo's database and
+    its column mapping. An ``.env`` of the user's own (not written by the demo) is left as it is;
+    returns whether the file now points at the demo."""
+    env_file = folder / ".env"
+    if env_file.exists() and not env_file.read_text().startswith(ENV_MARK):
+        return False
+    env_file.write_text(
+        f"{ENV_MARK}: the demo's database and column mapping, read by every `segments` command run\n"
+        "# from this folder. Delete this file (or set SEGMENTS_DATABASE_URL) to run on your own data.\n"
+        f"SEGMENTS_DATABASE_URL=sqlite:///{database}\n"
+        "SEGMENTS_ORDER_ID_COLUMN=order_id\n"
+    )
+    return True

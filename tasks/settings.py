@@ -98,8 +98,9 @@ class SegmentSettings(BaseSettings):
     as_of: date | None = None
     lookback_days: int | None = Field(default=None, ge=1, le=36_500)
     n_clusters: int | None = Field(default=None, ge=2, le=30)
-    k_min: int = Field(default=2, ge=2, le=30)
-    k_max: int = Field(default=10, ge=2, le=30)
+    # a range of K marketing can use; the rule picks within it (tasks/model/choose_k.py)
+    k_min: int = Field(default=4, ge=2, le=30)
+    k_max: int = Field(default=8, ge=2, le=30)
     sample_size: int = Field(default=200_000, ge=100, le=10_000_000)
     winsorize_quantile: float = Field(default=0.99, gt=0.5, le=1.0)
     random_state: int = Field(default=42, ge=0, le=2**32 - 1)
@@ -108,7 +109,9 @@ class SegmentSettings(BaseSettings):
     drift_psi_threshold: float = Field(default=0.25, gt=0, le=10)
     drift_inertia_ratio: float = Field(default=1.25, gt=1, le=100)
     dry_run: bool = False
-    max_rejected_share: float = Field(default=0.05, ge=0, le=1)
+    # the data gates (tasks/gates.py): how far the share of rows rejected for quality may rise against
+    # the last successful run (when it also more than doubled), and how far its customers may fall
+    max_rejected_share_rise: float = Field(default=0.05, ge=0, le=1)
     max_customer_drop: float = Field(default=0.5, ge=0, le=1)
     force: bool = False
     report_path: str | None = DEFAULT_REPORT_PATH

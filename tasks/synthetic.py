@@ -49,8 +49,7 @@ def generate_transactions(n_customers: int, as_of: date, seed: int = 7) -> pd.Da
     if n_customers < 1:
         raise ValueError("n_customers must be at least 1")
     rng = np.random.default_rng(seed)
-    shares = np.array([persona.share for persona in PERSONAS])
-    persona_of = rng.choice(len(PERSONAS), size=n_customers, p=shares / shares.sum())
+    persona_of = _draw_personas(rng, n_customers)
 
     orders_per_customer = np.empty(n_customers, dtype=np.int64)
     first_days = np.empty(n_customers)
@@ -108,6 +107,20 @@ def generate_transactions(n_customers: int, as_of: date, seed: int = 7) -> pd.Da
     frame = frame[["customer_id", "order_id", "occurred_at", "amount"]].astype({"amount": object})
     frame = _add_bad_rows(frame, rng, start)
     return frame.sort_values(["occurred_at", "order_id"], kind="stable", na_position="last").reset_index(drop=True)
+
+
+def _draw_personas(rng: np.random.Generator, n_customers: int) -> np.ndarray:
+    """Each customer's behavioural group (an index into :data:`PERSONAS`): the generator's first draw."""
+    shares = np.array([persona.share for persona in PERSONAS])
+    return rng.choice(len(PERSONAS), size=n_customers, p=shares / shares.sum())
+
+
+def planted_groups(n_customers: int, seed: int = 7) -> pd.Series:
+    """The behavioural group :func:`generate_transactions` planted for each customer (same arguments),
+    indexed by customer id: the truth a segmentation of its rows can be held against."""
+    groups = _draw_personas(np.random.default_rng(seed), n_customers)
+    ids = [f"C{number:06d}" for number in range(n_customers)]
+    return pd.Series([PERSONAS[group].name for group in groups], index=pd.Index(ids, name="customer_id"))
 
 
 def _add_bad_rows(frame: pd.DataFrame, rng: np.random.Generator, start: datetime) -> pd.DataFrame:

@@ -133,9 +133,12 @@ def extract_attributes_only(settings: SegmentSettings, as_of: Any) -> ExtractRes
     attributes, rows_read, id_is_integer = read_customer_attributes(settings)
     if attributes.empty:
         raise EmptySourceError(f"customer table {settings.customer_table!r} has no rows with an id; nothing to segment")
-    rejected = dict.fromkeys(REJECTION_REASONS, 0) | {"null_customer_id": rows_read - len(attributes)}
     counts = RowCounts(
-        rows_scanned=rows_read, rows_in_window=len(attributes), rows_before_window=0, rejected_by_reason=rejected
+        rows_scanned=rows_read,
+        rows_in_window=len(attributes),
+        rows_before_window=0,
+        rejected_by_reason=dict.fromkeys(REJECTION_REASONS, 0),
+        guest_rows=rows_read - len(attributes),  # rows without a customer id
     )
     return ExtractResult(features=attributes, counts=counts, as_of=as_of, customer_id_is_integer=id_is_integer)
 

@@ -28,7 +28,7 @@ _COUNT_COLUMNS = {
     "scanned_row_count": "rows_scanned",
     "window_row_count": "rows_in_window",
     "before_window_count": "rows_before_window",
-    "null_customer_id_count": "null_customer_id",
+    "guest_row_count": "guest_rows",
     "null_occurred_at_count": "null_occurred_at",
     "after_as_of_count": "occurred_at_or_after_as_of",
     "non_numeric_amount_count": "non_numeric_amount",
@@ -93,13 +93,16 @@ def begin_extract_transaction(conn: Connection) -> None:
 
 def count_rows(conn: Connection, sql: str, params: dict[str, Any]) -> RowCounts:
     """Run the count query: rows scanned, in the window, and rejected by reason."""
-    totals = conn.execute(text(sql), params).mappings().one()
+    totals = dict(conn.execute(text(sql), params).mappings().one())
+    guest_net_amount = round(float(totals.pop("guest_net_amount") or 0), 2)
     named = {_COUNT_COLUMNS[key]: int(value) for key, value in totals.items()}
     return RowCounts(
         rows_scanned=named.get("rows_scanned", 0),
         rows_in_window=named.get("rows_in_window", 0),
         rows_before_window=named.get("rows_before_window", 0),
         rejected_by_reason={reason: named.get(reason, 0) for reason in REJECTION_REASONS},
+        guest_rows=named.get("guest_rows", 0),
+        guest_net_amount=guest_net_amount,
     )
 
 

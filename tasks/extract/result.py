@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+#: Why a row with a customer id is not aggregated. Rows without one are guest checkouts: counted
+#: apart (with their net amount), not rejected.
 REJECTION_REASONS = (
-    "null_customer_id",
     "null_occurred_at",
     "occurred_at_or_after_as_of",
     "non_numeric_amount",
@@ -21,12 +22,15 @@ REJECTION_REASONS = (
 
 @dataclass(frozen=True)
 class RowCounts:
-    """What the extract saw in the source, for the run record."""
+    """What the extract saw in the source, for the run record: every row scanned is a guest row, in
+    the window, before it (lookback) or rejected for a reason."""
 
     rows_scanned: int
     rows_in_window: int
     rows_before_window: int
     rejected_by_reason: dict[str, int]
+    guest_rows: int = 0
+    guest_net_amount: float = 0.0
 
     @property
     def rows_rejected(self) -> int:

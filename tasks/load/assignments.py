@@ -1,6 +1,11 @@
 """``customer_segments``: the current segment of every customer, rewritten by each run inside its write
 transaction. The table itself stays: emptied and filled again, so the indexes, comments, grants,
-triggers, row-level security policies and views that users add to it survive every run."""
+triggers, row-level security policies and views that users add to it survive every run.
+
+The run's rows first go to a temporary table (``customer_segments_incoming``), which the history is
+brought in line with; then ``customer_segments`` is emptied and filled from it, with each customer's
+previous segment and the date they entered the current one taken from the history.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from tasks.database import SqlKeyword, quote_identifier
+from tasks.database import QuotedIdentifier, SqlKeyword, load_sql, quote_identifier, quote_table
 from tasks.errors import SourceError
 from tasks.load.copy import copy_rows_into
 from tasks.load.schema import OutputTables
@@ -37,38 +42,67 @@ ASSIGNMENT_COLUMNS: dict[str, Any] = {
     "model_version": sa.Text,
     "scored_at": sa.DateTime(timezone=True),
 }
+INCOMING = "customer_segments_incoming"
 
 
-def replace_assignments(
+def incoming_table(conn: Connection) -> QuotedIdentifier:
+    """The quoted name of the run's temporary table of incoming rows."""
+    return quote_table(conn, INCOMING, "pg_temp" if conn.dialect.name == "postgresql" else "temp")
+
+
+def stage_assignments(
     conn: Connection,
     settings: SegmentSettings,
     tables: OutputTables,
     assignments: pd.DataFrame,
     customer_id_is_integer: bool,
-) -> None:
-    """Replace every row of ``customer_segments`` with ``assignments`` (PostgreSQL: ``TRUNCATE``, which
-    rolls back with the transaction, then one ``COPY``; SQLite: delete and insert)."""
+) -> QuotedIdentifier:
+    """Write the run's rows into a temporary table shaped like ``customer_segments`` (dropped at the
+    end of the transaction; one COPY on PostgreSQL) and return its name."""
     check_customer_id_type(conn, settings, tables, customer_id_is_integer)
     add_attribute_columns(conn, tables, assignments)
-    if settings.dialect == "postgresql":
-        try:
-            conn.exec_driver_sql(f"truncate table {tables.customer_segments}")
-        except sa.exc.ProgrammingError as error:
-            if isinstance(error.orig, psycopg.errors.InsufficientPrivilege):
-                raise SourceError(
-                    f"the job's role may not empty {tables.customer_segments}: make it the table's owner or grant "
-                    "it TRUNCATE (`segments grants` prints the grants)"
-                ) from None
-            raise
+    incoming = incoming_table(conn)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"create temporary table {INCOMING} (like {tables.customer_segments}) on commit drop")
         if len(assignments):
-            copy_rows_into(conn, tables.schema_name, "customer_segments", list(assignments.columns), assignments)
-        return
-    table = tables.table(
-        "customer_segments", ASSIGNMENT_COLUMNS | dict.fromkeys(assignments.columns[len(ASSIGNMENT_COLUMNS) :])
-    )
-    conn.execute(table.delete())
+            copy_rows_into(conn, "pg_temp", INCOMING, list(assignments.columns), assignments)
+        return incoming
+    conn.exec_driver_sql(f"drop table if exists {incoming}")
+    conn.exec_driver_sql(f"create temp table {INCOMING} as select * from {tables.customer_segments} where 0")
     if len(assignments):
+        extra = dict.fromkeys(assignments.columns[len(ASSIGNMENT_COLUMNS) :])
+        table = sa.table(INCOMING, *(sa.column(name, kind) for name, kind in (ASSIGNMENT_COLUMNS | extra).items()))
         conn.execute(table.insert(), records(assignments, set()))
+    return incoming
+
+
+def replace_assignments(conn: Connection, tables: OutputTables, columns: list[str]) -> None:
+    """Empty ``customer_segments`` (PostgreSQL: ``TRUNCATE``, rolled back with the transaction) and fill
+    it from the incoming rows, with each customer's previous segment and the date they entered the
+    current one (``sql/customer_segments_from_incoming.sql``)."""
+    try:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"truncate table {tables.customer_segments}")
+        else:
+            conn.exec_driver_sql(f"delete from {tables.customer_segments}")
+    except sa.exc.ProgrammingError as error:
+        if isinstance(error.orig, psycopg.errors.InsufficientPrivilege):
+            raise SourceError(
+                f"the job's role may not empty {tables.customer_segments}: make it the table's owner or grant "
+                "it TRUNCATE (`segments grants` prints the grants)"
+            ) from None
+        raise
+    sql = load_sql(
+        "customer_segments_from_incoming",
+        customer_segments=tables.customer_segments,
+        incoming=incoming_table(conn),
+        history=tables.customer_segment_history,
+        columns=QuotedIdentifier(", ".join(quote_identifier(conn, column) for column in columns)),
+        incoming_columns=QuotedIdentifier(
+            ", ".join(f"incoming.{quote_identifier(conn, column)}" for column in columns)
+        ),
+    )
+    conn.exec_driver_sql(sql)
 
 
 def check_customer_id_type(

@@ -3,6 +3,7 @@ error, or ``succeeded`` by the write transaction with its counts, model decision
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,8 @@ RUN_COLUMNS = {
     "algorithm_comparison": JSON,
     "settings": JSON,
     "error": sa.Text,
+    "guest_rows": sa.BigInteger,
+    "guest_net_amount": sa.Float,
 }
 
 
@@ -124,8 +127,9 @@ def record_algorithm_comparison(settings: SegmentSettings, run_id: str, comparis
         engine.dispose()
 
 
-def last_successful_customers(settings: SegmentSettings) -> int | None:
-    """Customers of the last successful run, or ``None`` before the first."""
+def last_successful_run(settings: SegmentSettings) -> dict[str, Any] | None:
+    """The last successful run's customers, rows scanned and rejected rows by reason; ``None`` before
+    the first."""
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
     try:
@@ -134,15 +138,22 @@ def last_successful_customers(settings: SegmentSettings) -> int | None:
             if not sa.inspect(conn).has_table("segment_runs", schema=tables.schema_name):
                 return None
             runs = tables.table("segment_runs", RUN_COLUMNS)
-            customers = conn.execute(
-                sa.select(runs.c.customers)
-                .where(runs.c.status.in_(["succeeded", "superseded"]))
-                .order_by(runs.c.finished_at.desc())
-                .limit(1)
-            ).scalar()
+            row = (
+                conn.execute(
+                    sa.select(runs.c.customers, runs.c.rows_scanned, runs.c.rejected_by_reason)
+                    .where(runs.c.status.in_(["succeeded", "superseded"]))
+                    .order_by(runs.c.finished_at.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
     finally:
         engine.dispose()
-    return None if customers is None else int(customers)
+    if row is None:
+        return None
+    rejected = row["rejected_by_reason"]
+    return dict(row) | {"rejected_by_reason": json.loads(rejected) if isinstance(rejected, str) else rejected}
 
 
 def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str, Any]:
@@ -165,10 +176,12 @@ def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str
         "rows_before_window": counts.rows_before_window,
         "rows_rejected": counts.rows_rejected,
         "rejected_by_reason": counts.rejected_by_reason,
+        "guest_rows": counts.guest_rows,
+        "guest_net_amount": counts.guest_net_amount,
         "customers": len(assignments),
         "customers_clustered": clustered,
         "customers_no_net_purchases": len(assignments) - clustered,
-        "elbow": outcome.elbow.as_dict() if outcome.elbow else None,
+        "elbow": outcome.curve.as_dict() if outcome.curve else None,
         "algorithm_comparison": outcome.comparison,
         **outcome.metrics,
     }

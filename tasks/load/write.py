@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from tasks.database import connection_errors, make_engine
 from tasks.errors import LockTimeoutError
 from tasks.extract.result import ExtractResult
-from tasks.load.assignments import records, replace_assignments
+from tasks.load.assignments import records, replace_assignments, stage_assignments
 from tasks.load.checks import check_output, read_output_figures
 from tasks.load.history import update_history
 from tasks.load.model_store import insert_model
@@ -56,8 +56,10 @@ def write_run_outputs(
                 timeout = f"{round(settings.lock_timeout_seconds * 1000)}ms"
                 conn.execute(sa.text("select set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
             tables = output_tables(conn, settings)
-            replace_assignments(conn, settings, tables, segments.assignments, customer_id_is_integer)
-            history_updated = update_history(conn, tables, as_of)
+            assignments = segments.assignments
+            incoming = stage_assignments(conn, settings, tables, assignments, customer_id_is_integer)
+            history_updated = update_history(conn, tables, as_of, incoming)
+            replace_assignments(conn, tables, list(assignments.columns))
             if new_model is not None:
                 insert_model(conn, tables, new_model)
             kinds = {str(column): JSON if column in PROFILE_JSON_COLUMNS else None for column in segments.profiles}

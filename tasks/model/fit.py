@@ -1,4 +1,4 @@
-"""Fitting: K chosen by the elbow, KMeans, and the quality figures of a clustering.
+"""Fitting: K chosen by stability and silhouette, KMeans, and the quality figures of a clustering.
 
 scikit-learn is imported where it is used, so that scoring and exports, which only read a stored
 model, start without it.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tasks.errors import ModelError
+from tasks.model.choose_k import SELECTION_SAMPLE_SIZE, KCurve, choose_k, cluster_stability, resamples_of
 from tasks.model.transform import (
     LOG_TRANSFORMED,
     SegmentModel,
@@ -23,45 +23,12 @@ from tasks.model.transform import (
     standardize,
 )
 
-ELBOW_SAMPLE_SIZE = 50_000
 #: Silhouette is quadratic in the rows it is measured on: on at most this many.
 METRIC_SAMPLE_SIZE = 5_000
 #: scikit-learn computes pairwise distances in chunks of its working memory, 1 GB by default: the
 #: silhouette of 5,000 rows would hold all 200 MB of them at once.
 PAIRWISE_MEMORY_MB = 32
-ELBOW_N_INIT = 3
 FIT_N_INIT = 4
-
-
-@dataclass(frozen=True)
-class ElbowCurve:
-    """Within-cluster sum of squares and silhouette for K = 1..k_max on one sample."""
-
-    ks: list[int]
-    inertias: list[float]
-    silhouettes: list[float | None]
-    knee: int | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"ks": self.ks, "inertias": self.inertias, "silhouettes": self.silhouettes, "knee": self.knee}
-
-
-def compute_elbow(values: np.ndarray, k_max: int, random_state: int) -> ElbowCurve:
-    """Fit KMeans for K = 1..k_max on ``values`` and record inertia, silhouette and the knee.
-
-    The knee is found by :func:`find_knee`; it may be ``None`` when the curve has no knee.
-    Silhouettes are computed on a sample of at most 5,000 rows.
-    """
-    from sklearn.cluster import KMeans  # here, not at the top: scoring and exports never fit
-
-    ks = list(range(1, k_max + 1))
-    inertias: list[float] = []
-    silhouettes: list[float | None] = []
-    for k in ks:
-        kmeans = KMeans(n_clusters=k, n_init=ELBOW_N_INIT, random_state=random_state).fit(values)
-        inertias.append(float(kmeans.inertia_))
-        silhouettes.append(sampled_silhouette(values, kmeans.labels_, random_state))
-    return ElbowCurve(ks=ks, inertias=inertias, silhouettes=silhouettes, knee=find_knee(ks, inertias))
 
 
 def sampled_silhouette(values: np.ndarray, labels: np.ndarray, random_state: int) -> float | None:
@@ -96,37 +63,17 @@ def find_knee(ks: list[int], inertias: list[float]) -> int | None:
     return int(locator.knee) if locator.knee is not None else None
 
 
-def choose_n_clusters(curve: ElbowCurve, k_min: int, k_max: int) -> tuple[int, str]:
-    """K from the elbow: the knee, kept within k_min..k_max. Returns K and the reason in words.
-
-    Without a knee (a curve with no bend), the K with the best silhouette in the range is taken.
-    """
-    upper = min(k_max, max(curve.ks))
-    if curve.knee is not None:
-        k = min(max(curve.knee, k_min), upper)
-        if k == curve.knee:
-            return k, f"knee of the elbow curve at K={k}"
-        return k, f"knee of the elbow curve at K={curve.knee}, kept within {k_min}..{k_max}"
-    candidates = [
-        (score, k)
-        for k, score in zip(curve.ks, curve.silhouettes, strict=True)
-        if score is not None and k_min <= k <= upper
-    ]
-    if not candidates:
-        return k_min, f"no knee in the elbow curve; K={k_min}, the smallest allowed"
-    best_score, best_k = max(candidates, key=lambda item: (item[0], -item[1]))
-    return best_k, f"no knee in the elbow curve; K={best_k} has the best silhouette ({best_score:.3f})"
-
-
 @dataclass(frozen=True)
 class FitResult:
-    """A fitted model, the labels of every clustered customer, and how K was chosen."""
+    """A fitted model, the labels of every clustered customer, how K was chosen, and how stable each
+    cluster is under resampling (index 0..K-1)."""
 
     model: SegmentModel
     labels: np.ndarray
     n_clusters: int
     k_reason: str
-    elbow: ElbowCurve | None
+    curve: KCurve | None
+    stability: np.ndarray
     metrics: dict[str, float | None]
     values: np.ndarray  # every customer's standardized features: what ``model.transform(frame)`` gives
 
@@ -144,10 +91,11 @@ def fit_segment_model(
 ) -> FitResult:
     """Fit the segmentation model on customers with net purchases and label every one of them.
 
-    ``frame`` holds one row per customer with ``frequency > 0``. K is ``n_clusters`` when given,
-    else chosen by :func:`choose_n_clusters` on an elbow computed on at most 50,000 customers. KMeans
+    ``frame`` holds one row per customer with ``frequency > 0``. K is ``n_clusters`` when given, else
+    chosen by :func:`tasks.model.choose_k.choose_k` on a sample of at most 10,000 customers. KMeans
     (k-means++, ``random_state``) is fitted on at most ``sample_size`` customers and every customer is
-    then assigned to the nearest centroid. The same inputs and seed give the same result.
+    then assigned to the nearest centroid; each cluster's stability is measured on the same sample.
+    The same inputs and seed give the same result.
     """
     import sklearn
     from sklearn.cluster import KMeans
@@ -156,19 +104,19 @@ def fit_segment_model(
     log_features = tuple(name for name in encoding.features if name in LOG_TRANSFORMED)
     values = log_features_array(frame, encoding, log_features)
     caps, means, scales = standardize(values, winsorize_quantile)  # values: now what transform() gives
-    distinct_points = _count_distinct_rows(values, limit=k_max + 1)
-    needed = n_clusters if n_clusters is not None else k_min
-    if distinct_points < needed:
+    distinct_points = _count_distinct_rows(values, limit=max(k_max, n_clusters or 0) + 1)
+    needed = n_clusters if n_clusters is not None else min(k_min, distinct_points)
+    if distinct_points < max(needed, 2):
         raise ModelError(
             f"only {distinct_points} distinct customer profile(s) with net purchases; {needed} segments "
             "need at least as many (lower --n-clusters / --k-min, or widen the window)"
         )
     rng = np.random.default_rng(random_state)
-    elbow = None
+    selection = values[_sample_indices(len(values), SELECTION_SAMPLE_SIZE, rng)]
+    curve = None
     if n_clusters is None:
-        elbow_values = values[_sample_indices(len(values), ELBOW_SAMPLE_SIZE, rng)]
-        elbow = compute_elbow(elbow_values, min(k_max, distinct_points), random_state)
-        n_clusters, k_reason = choose_n_clusters(elbow, k_min, k_max)
+        curve = choose_k(selection, k_min, min(k_max, distinct_points), random_state)
+        n_clusters, k_reason = curve.chosen, curve.reason
     else:
         k_reason = f"K={n_clusters} fixed by the n_clusters setting"
 
@@ -187,13 +135,20 @@ def fit_segment_model(
         library_versions={"scikit-learn": sklearn.__version__, "numpy": np.__version__},
     )
     labels = nearest_centroid(values, model.centroids)
+    stability = cluster_stability(
+        selection,
+        nearest_centroid(selection, model.centroids),
+        resamples_of(len(selection), np.random.default_rng(random_state)),
+        random_state,
+    )
     metrics = clustering_metrics(values, labels, model.centroids, rng)
     return FitResult(
         model=model,
         labels=labels,
         n_clusters=n_clusters,
         k_reason=k_reason,
-        elbow=elbow,
+        curve=curve,
+        stability=stability,
         metrics=metrics,
         values=values,
     )

@@ -38,6 +38,10 @@ class StoredModel:
     trained_as_of: date
     training_run_id: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    # per segment: the claims of its name (tasks.model.claims; empty when unknown) and its stability
+    # under resampling when the model was fitted (None when not measured)
+    segment_claims: tuple[tuple[str, ...], ...] = ()
+    segment_stability: tuple[float | None, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +56,8 @@ class StoredModel:
             "trained_as_of": self.trained_as_of.isoformat(),
             "training_run_id": self.training_run_id,
             "metrics": self.metrics,
+            "segment_claims": [list(claims) for claims in self.segment_claims],
+            "segment_stability": list(self.segment_stability),
         }
 
     @classmethod
@@ -83,6 +89,11 @@ class StoredModel:
                 trained_as_of=date.fromisoformat(data["trained_as_of"]),
                 training_run_id=str(data["training_run_id"]),
                 metrics=dict(data.get("metrics") or {}),
+                # models stored before names had claims: unknown claims, unmeasured stability
+                segment_claims=tuple(
+                    tuple(map(str, claims)) for claims in data.get("segment_claims") or [()] * len(ids)
+                ),
+                segment_stability=tuple(data.get("segment_stability") or [None] * len(ids)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ModelError(

@@ -101,6 +101,17 @@ def rfm_segment_name(r_score: int, f_score: int, m_score: int) -> str:
     return "Hibernating" if r_score == 2 else "Lost"
 
 
+_GRID = np.array(
+    [[[rfm_segment_name(r, f, m) for m in range(1, 6)] for f in range(1, 6)] for r in range(1, 6)], dtype=object
+)
+
+
+def grid_cells(scored: pd.DataFrame) -> pd.Series:
+    """Each scored customer's own cell of the RFM grid (:func:`rfm_segment_name` of their scores)."""
+    scores = scored[["r_score", "f_score", "m_score"]].to_numpy(dtype=np.int64) - 1
+    return pd.Series(_GRID[scores[:, 0], scores[:, 1], scores[:, 2]], index=scored.index, dtype=object)
+
+
 def cluster_means(scored: pd.DataFrame, labels: np.ndarray, n_clusters: int) -> pd.DataFrame:
     """Mean R, F, M scores and spend of each cluster (index 0..K-1; NaN for an empty cluster).
 
@@ -110,33 +121,17 @@ def cluster_means(scored: pd.DataFrame, labels: np.ndarray, n_clusters: int) -> 
     return purchasers.astype("float64").groupby(labels).mean().reindex(range(n_clusters))
 
 
-def grid_names(means: pd.DataFrame) -> list[str]:
-    """The RFM grid name of each cluster from its rounded mean scores."""
-    names = []
-    for _, row in means.iterrows():
-        if row[["r_score", "f_score", "m_score"]].isna().any():
-            names.append("Unassigned")  # a centroid that attracted nobody today
-        else:
-            names.append(rfm_segment_name(*(round(row[s]) for s in ("r_score", "f_score", "m_score"))))
-    return names
-
-
-def fresh_segment_labels(means: pd.DataFrame) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """Ids 1..K from the most to the least valuable cluster, and unique grid names, per cluster index."""
+def fresh_segment_ids(means: pd.DataFrame) -> tuple[int, ...]:
+    """Ids 1..K from the most to the least valuable cluster (sum of mean R, F and M scores, then spend),
+    per cluster index."""
     ranked = means.assign(value=means[["r_score", "f_score", "m_score"]].sum(axis=1))
     order = [
         int(index) for index in ranked.sort_values(["value", "monetary"], ascending=False, na_position="last").index
     ]
-    base_names = grid_names(means)
     ids = [0] * len(means)
-    names = [""] * len(means)
-    used: dict[str, int] = {}
     for position, index in enumerate(order):
         ids[index] = position + 1
-        base = base_names[index]
-        used[base] = used.get(base, 0) + 1
-        names[index] = base if used[base] == 1 else f"{base} ({used[base]})"
-    return tuple(ids), tuple(names)
+    return tuple(ids)
 
 
 def humanize(column: str) -> str:
@@ -153,29 +148,47 @@ def attribute_segment_labels(
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """Ids 1..K from the largest to the smallest cluster, and names from each centroid's strongest
     features (at most two, at least ``threshold`` standard deviations from the mean): ``High annual
-    income, low spending score``; a categorical level above its share reads ``mostly Female``.
-    Names are made unique with a number."""
+    income, low spending score``; a categorical level above its share reads ``mostly Female``; a
+    centroid near the average reads ``Average profile``. Names that would be equal are told apart by
+    the centroid's next strongest feature ("leaning ...")."""
     order = sorted(range(model.n_clusters), key=lambda index: (-sizes[index], index))
     ids = [0] * model.n_clusters
-    names = [""] * model.n_clusters
-    used: dict[str, int] = {}
     for position, index in enumerate(order):
         ids[index] = position + 1
-        centroid = model.centroids[index]
-        strongest = sorted(range(len(model.features)), key=lambda feature: -abs(centroid[feature]))
-        parts: list[str] = []
-        for feature in strongest:
-            value = float(centroid[feature])
-            if abs(value) < threshold or len(parts) == 2:
-                break
-            column, separator, level = model.features[feature].partition("=")
-            if separator and column in model.categorical:
-                if value > 0:
-                    parts.append(f"mostly {level}")
-            else:
-                parts.append(f"{'high' if value > 0 else 'low'} {humanize(column)}")
-        base = ", ".join(parts) if parts else "average profile"
-        base = base[0].upper() + base[1:]
-        used[base] = used.get(base, 0) + 1
-        names[index] = base if used[base] == 1 else f"{base} ({used[base]})"
-    return tuple(ids), tuple(names)
+    phrases = [_centroid_phrases(model, index) for index in range(model.n_clusters)]
+    strong = [sum(1 for _, strength in parts[:2] if strength >= threshold) for parts in phrases]
+    lengths = list(strong)
+    while True:
+        names = [_phrase(parts, count, length) for parts, count, length in zip(phrases, strong, lengths, strict=True)]
+        clashing = [
+            index for index, name in enumerate(names) if names.count(name) > 1 and lengths[index] < len(phrases[index])
+        ]
+        if not clashing:
+            return tuple(ids), tuple(names)
+        for index in clashing:
+            lengths[index] += 1
+
+
+def _centroid_phrases(model: SegmentModel, index: int) -> list[tuple[str, float]]:
+    """How a centroid differs from the average customer, strongest first, with how strongly (standard
+    deviations): ("high annual income", 1.4), ("mostly Female", 0.9)."""
+    centroid = model.centroids[index]
+    phrases: list[tuple[str, float]] = []
+    for feature in sorted(range(len(model.features)), key=lambda position: -abs(centroid[position])):
+        value = float(centroid[feature])
+        column, separator, level = model.features[feature].partition("=")
+        if separator and column in model.categorical:
+            if value > 0:
+                phrases.append((f"mostly {level}", value))
+        elif value != 0:
+            phrases.append((f"{'high' if value > 0 else 'low'} {humanize(column)}", abs(value)))
+    return phrases
+
+
+def _phrase(parts: list[tuple[str, float]], strong: int, length: int) -> str:
+    """The first ``strong`` phrases as the name (or "Average profile"), and the next ones up to
+    ``length`` as leanings."""
+    words = [phrase for phrase, _ in parts[:strong]] or ["average profile"]
+    words += [f"leaning {phrase}" for phrase, _ in parts[strong:length]]
+    text = ", ".join(words)
+    return text[0].upper() + text[1:]

@@ -1,5 +1,11 @@
-"""R, F and M scores: each customer's quintile (1-5) of recency, frequency and monetary among the
-customers with net purchases, by pandas' percentile rank (ties share a rank)."""
+"""R, F and M scores: 1-5 for recency, frequency and monetary among the customers with net purchases.
+
+The rule, which survives ties: a customer scores 1 plus the number of whole fifths of customers whose
+value is strictly worse than theirs. Customers with the same value share a score, and the worst value
+always scores 1: when half the customers bought once, every one-time buyer has F=1 and the next value
+(two orders) F=3, so a score can be skipped rather than split between equal customers. Without ties
+the scores are the usual quintiles.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +24,12 @@ def clusterable(features: pd.DataFrame) -> pd.Series:
 
 
 def quintile_scores(values: pd.Series, higher_is_better: bool = True) -> pd.Series:
-    """Score 1-5 by quintile of the population; ties share a score (average percentile rank)."""
+    """Score 1-5: 1 + the whole fifths of ``values`` strictly worse than each (see the module)."""
     if values.isna().any():
         raise ValueError("quintile scores of missing values")
-    percentile = values.astype("float64").rank(method="average", pct=True, ascending=higher_is_better)
-    scores = np.ceil(percentile.to_numpy() * 5).clip(1, 5).astype("int64")
+    # rank "min": a value's rank is one more than the count of strictly worse values
+    worse = values.astype("float64").rank(method="min", ascending=higher_is_better).to_numpy() - 1
+    scores = (1 + np.floor(5 * worse / max(len(values), 1))).clip(1, 5).astype("int64")
     return pd.Series(scores, index=values.index)
 
 

@@ -1,5 +1,5 @@
 """The run's output rows: one assignment per customer (features, scores, segment) and one profile per
-segment (size, share, feature means and medians, centroid)."""
+segment (size, share, purity, stability, feature means and medians, centroid)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
+from tasks.model.claims import SegmentName, persona_of
 from tasks.model.naming import NO_NET_PURCHASES_ID, NO_NET_PURCHASES_NAME, PERSONAS, SegmentPersona
 from tasks.model.transform import MISSING_LEVEL, SegmentModel
 from tasks.settings import COMPUTED_FEATURES
@@ -31,7 +32,8 @@ def build_segments(
     *,
     clustered: pd.Series,
     segment_ids: Sequence[int],
-    segment_names: Sequence[str],
+    segment_names: Sequence[SegmentName],
+    stability: Sequence[float | None],
     as_of: date,
     run_id: str,
     model_version: str,
@@ -41,15 +43,15 @@ def build_segments(
 
     ``scored`` holds every customer of the run (from :func:`with_scores`); ``clustered`` marks those
     that were clustered (:func:`clusterable`) and ``labels`` holds their cluster index (0..K-1), in
-    their order; ``segment_ids`` and ``segment_names`` the id and name of each cluster index. The other
-    customers (no net purchases) get the reserved segment 0. Customer attributes the model used are
-    kept as columns after the transaction features.
+    their order; ``segment_ids``, ``segment_names`` and ``stability`` the id, name and stability of
+    each cluster index. The other customers (no net purchases) get the reserved segment 0. Customer
+    attributes the model used are kept as columns after the transaction features.
     """
     attributes = [name for name in model.input_columns if name not in COMPUTED_FEATURES]
     cluster = pd.Series(-1, index=scored.index, dtype="int64")
     cluster.loc[clustered] = labels
     segment_of_cluster = {index: int(segment) for index, segment in enumerate(segment_ids)}
-    names = {int(segment): name for segment, name in zip(segment_ids, segment_names, strict=True)}
+    names = {int(segment): name.name for segment, name in zip(segment_ids, segment_names, strict=True)}
     scored = scored.copy(deep=False)  # copy-on-write (pandas 3): the caller's frame stays as it was
     scored["segment_id"] = cluster.map(segment_of_cluster).fillna(NO_NET_PURCHASES_ID).astype("int64")
     scored["segment_name"] = (
@@ -60,7 +62,11 @@ def build_segments(
     scored["model_version"] = model_version
     scored["scored_at"] = scored_at
 
-    profiles = _profiles(scored, model, segment_of_cluster, attributes, as_of=as_of, run_id=run_id)
+    about = {
+        int(segment): (name, stable)
+        for segment, name, stable in zip(segment_ids, segment_names, stability, strict=True)
+    }
+    profiles = _profiles(scored, model, segment_of_cluster, attributes, about, as_of=as_of, run_id=run_id)
     columns = [
         "customer_id",
         "segment_id",
@@ -83,6 +89,7 @@ def _profiles(
     model: SegmentModel,
     segment_of_cluster: dict[int, int],
     attributes: list[str],
+    about: dict[int, tuple[SegmentName, float | None]],
     *,
     as_of: date,
     run_id: str,
@@ -100,10 +107,17 @@ def _profiles(
         if attributes
         else {}
     )
+    purchasers = scored.loc[scored["frequency"] > 0] if scored["frequency"].notna().any() else None
     rows = []
     for segment_id in sizes.index:
         name = str(segment_names[segment_id])
-        persona = PERSONAS.get(name.split(" (")[0]) or _attribute_persona(name)
+        named, stability = about.get(int(segment_id), (None, None))
+        if segment_id == NO_NET_PURCHASES_ID:
+            persona = PERSONAS[NO_NET_PURCHASES_NAME]
+        elif named is not None and named.claims and purchasers is not None:
+            persona = persona_of(named, purchasers.loc[purchasers["segment_id"] == segment_id])
+        else:
+            persona = _attribute_persona(name)
         row: dict[str, object] = {
             "run_id": run_id,
             "as_of": as_of,
@@ -113,6 +127,8 @@ def _profiles(
             "recommended_action": persona.recommended_action,
             "customers": int(sizes[segment_id]),
             "share": int(sizes[segment_id]) / total,
+            "purity": None if named is None else named.purity,
+            "stability": stability,
         }
         for feature in COMPUTED_FEATURES:
             row[f"mean_{feature}"] = _float_or_none(mean_of[segment_id][feature])

@@ -1,5 +1,6 @@
-"""The model step: fit or reuse a model by policy, label every customer, keep segment ids stable, and
-build the output rows. Plain data in and out: no database, no Prefect."""
+"""The model step: fit or reuse a model by policy, label every customer, keep segment ids stable, name
+each segment by what is true of its members, and build the output rows. Plain data in and out: no
+database, no Prefect."""
 
 from __future__ import annotations
 
@@ -11,16 +12,12 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from tasks.model.fit import ElbowCurve, clustering_metrics, fit_segment_model
+from tasks.model.choose_k import KCurve
+from tasks.model.claims import SegmentName, member_frames, name_segments, true_share
+from tasks.model.fit import clustering_metrics, fit_segment_model
 from tasks.model.lifecycle import ModelDecision, StoredModel, decide_model_action, psi_reference
 from tasks.model.matching import match_segments
-from tasks.model.naming import (
-    NO_NET_PURCHASES_NAME,
-    attribute_segment_labels,
-    cluster_means,
-    fresh_segment_labels,
-    grid_names,
-)
+from tasks.model.naming import NO_NET_PURCHASES_NAME, attribute_segment_labels, cluster_means, fresh_segment_ids
 from tasks.model.scores import clusterable, with_scores
 from tasks.model.segments import SegmentTable, build_segments
 from tasks.model.transform import SegmentModel, nearest_centroid
@@ -36,7 +33,7 @@ class ModelOutcome:
     model_version: int
     labels: np.ndarray
     k_reason: str
-    elbow: ElbowCurve | None
+    curve: KCurve | None
     metrics: dict[str, float | None]
     segments: SegmentTable
     new_model: StoredModel | None
@@ -54,6 +51,17 @@ class ModelOutcome:
         return self.model.n_clusters
 
 
+@dataclass(frozen=True)
+class Labelling:
+    """Each cluster index's segment id, name (with its claims and purity) and stability."""
+
+    ids: tuple[int, ...]
+    names: list[SegmentName]
+    stability: tuple[float | None, ...]
+    next_id: int
+    changes: dict[str, Any]
+
+
 # Native thread pools (KMeans' OpenMP, OpenBLAS) held to one thread: on a few features their threads
 # only wait on each other, and many times longer while the database holds the other core.
 @threadpool_limits.wrap(limits=1)
@@ -67,7 +75,8 @@ def segment_features(
     stored: StoredModel | None,
 ) -> ModelOutcome:
     """Decide to fit, reuse or refit (the model policy), score every customer with net purchases, give
-    each cluster its stable segment id and name, and build the assignment and profile rows.
+    each cluster its stable segment id and a name true of its members, and build the assignment and
+    profile rows.
 
     ``features`` holds one row per customer of the run (the extract's features, and customer
     attributes when the settings name some); ``as_of`` is the run's date."""
@@ -87,16 +96,15 @@ def segment_features(
     )
     scored = with_scores(features)
     new_model: StoredModel | None = None
+    curve = None
     if decision.action == "reuse":
         assert stored is not None
         model, version = stored.model, stored.version
         values = model.transform(purchasers)
         labels = nearest_centroid(values, model.centroids)
         metrics = clustering_metrics(values, labels, model.centroids, np.random.default_rng(settings.random_state))
-        del values
-        ids, names = stored.segment_ids, stored.segment_names
-        k_reason, elbow = f"K={model.n_clusters} of stored model {version}", None
-        changes: dict[str, Any] = {"kept": list(ids), "new": [], "retired": []}
+        labelling = reused_labelling(stored, scored, labels, settings.attributes_only)
+        k_reason = f"K={model.n_clusters} of stored model {version}"
     else:
         fit = fit_segment_model(
             purchasers,
@@ -108,38 +116,23 @@ def segment_features(
             winsorize_quantile=settings.winsorize_quantile,
             random_state=settings.random_state,
         )
-        model, labels, metrics, k_reason, elbow = fit.model, fit.labels, fit.metrics, fit.k_reason, fit.elbow
+        model, labels, metrics, k_reason, curve = fit.model, fit.labels, fit.metrics, fit.k_reason, fit.curve
         version = stored.version + 1 if stored else 1
-        if settings.attributes_only:
-            sizes = np.bincount(labels, minlength=model.n_clusters).tolist()
-            fresh_ids, fresh_names = attribute_segment_labels(model, sizes)
-            base_names = list(fresh_names)
-        else:
-            means = cluster_means(scored, labels, model.n_clusters)
-            fresh_ids, fresh_names = fresh_segment_labels(means)
-            base_names = grid_names(means)
-        if stored is not None and stored.model.features == model.features:
-            match = match_segments(model, stored, base_names)
-            ids, names, next_id = match.segment_ids, match.segment_names, match.next_segment_id
-            kept = sorted(match.matched.values())
-            changes = {"kept": kept, "new": sorted(set(ids) - set(kept)), "retired": list(match.retired)}
-        else:
-            names = fresh_names
-            offset = stored.next_segment_id - 1 if stored else 0  # never reuse an id a past model had
-            ids = tuple(segment + offset for segment in fresh_ids)
-            next_id = max(ids) + 1
-            changes = {"kept": [], "new": sorted(ids), "retired": list(stored.segment_ids) if stored else []}
+        stability = tuple(float(value) if np.isfinite(value) else None for value in fit.stability)
+        labelling = fitted_labelling(model, stored, scored, labels, stability, settings)
         new_model = StoredModel(
             version=version,
             model=model,
             winsorize_quantile=settings.winsorize_quantile,
-            segment_ids=ids,
-            segment_names=names,
-            next_segment_id=next_id,
+            segment_ids=labelling.ids,
+            segment_names=tuple(name.name for name in labelling.names),
+            next_segment_id=labelling.next_id,
             psi_reference=psi_reference(fit.values, model.features),
             trained_as_of=as_of,
             training_run_id=run_id,
             metrics=metrics,
+            segment_claims=tuple(name.claims for name in labelling.names),
+            segment_stability=labelling.stability,
         )
     comparison = None
     if settings.compare_algorithms:
@@ -151,8 +144,9 @@ def segment_features(
         labels,
         model,
         clustered=clustered,
-        segment_ids=ids,
-        segment_names=names,
+        segment_ids=labelling.ids,
+        segment_names=labelling.names,
+        stability=labelling.stability,
         as_of=as_of,
         run_id=run_id,
         model_version=str(version),
@@ -165,10 +159,57 @@ def segment_features(
         model_version=version,
         labels=labels,
         k_reason=k_reason,
-        elbow=elbow,
+        curve=curve,
         metrics=metrics,
         segments=segments,
         new_model=new_model,
-        segment_changes=changes,
-        segment_names=tuple(names),
+        segment_changes=labelling.changes,
+        segment_names=tuple(name.name for name in labelling.names),
     )
+
+
+def fitted_labelling(
+    model: SegmentModel,
+    stored: StoredModel | None,
+    scored: pd.DataFrame,
+    labels: np.ndarray,
+    stability: tuple[float | None, ...],
+    settings: SegmentSettings,
+) -> Labelling:
+    """Ids and names of a new model's clusters: matched to the stored model's (same features), which
+    keep their id, and their name where it is still true; otherwise fresh ids from the most to the
+    least valuable cluster (RFM) or the largest (attributes alone), after every id a past model had."""
+    sizes = np.bincount(labels, minlength=model.n_clusters).tolist()
+    if settings.attributes_only:
+        fresh_ids, fresh_names = attribute_segment_labels(model, sizes)
+        names = [SegmentName(name, (), None) for name in fresh_names]
+    else:
+        fresh_ids = fresh_segment_ids(cluster_means(scored, labels, model.n_clusters))
+        names = []
+    keep: dict[int, tuple[str, ...]] = {}
+    if stored is not None and stored.model.features == model.features:
+        match = match_segments(model, stored)
+        ids, next_id = match.segment_ids, match.next_segment_id
+        claims_of = dict(zip(stored.segment_ids, stored.segment_claims, strict=True))
+        keep = {index: claims_of[segment] for index, segment in match.matched.items() if claims_of[segment]}
+        kept = sorted(match.matched.values())
+        changes = {"kept": kept, "new": sorted(set(ids) - set(kept)), "retired": list(match.retired)}
+    else:
+        offset = stored.next_segment_id - 1 if stored else 0  # never reuse an id a past model had
+        ids = tuple(segment + offset for segment in fresh_ids)
+        next_id = max(ids) + 1
+        changes = {"kept": [], "new": sorted(ids), "retired": list(stored.segment_ids) if stored else []}
+    if not settings.attributes_only:
+        names = name_segments(member_frames(scored, labels, model.n_clusters), keep)
+    return Labelling(tuple(ids), names, stability, next_id, changes)
+
+
+def reused_labelling(stored: StoredModel, scored: pd.DataFrame, labels: np.ndarray, attributes_only: bool) -> Labelling:
+    """The stored model's ids, names and stability, each name's purity measured on today's members."""
+    names = []
+    members_of = None if attributes_only else member_frames(scored, labels, stored.model.n_clusters)
+    for index, (name, claims) in enumerate(zip(stored.segment_names, stored.segment_claims, strict=True)):
+        purity = true_share(members_of[index], claims) if members_of is not None and claims else None
+        names.append(SegmentName(name, claims, purity))
+    changes = {"kept": list(stored.segment_ids), "new": [], "retired": []}
+    return Labelling(stored.segment_ids, names, stored.segment_stability, stored.next_segment_id, changes)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from tasks.model.fit import ElbowCurve
+from tasks.model.choose_k import KCurve
 from tasks.model.transform import LOG_TRANSFORMED
 
 DPI = 96
@@ -50,7 +50,7 @@ def segment_colour(position: int) -> tuple[float, float, float, float]:
     return PALETTE(position % PALETTE.N)
 
 
-def elbow_chart(curve: ElbowCurve, chosen_k: int | None) -> bytes:
+def elbow_chart(curve: KCurve, chosen_k: int | None) -> bytes:
     """Within-cluster sum of squares by K, with the knee and the chosen K marked."""
     with _figure(6.4, 3.6) as figure:
         axes = figure.add_subplot()
@@ -76,19 +76,32 @@ def elbow_chart(curve: ElbowCurve, chosen_k: int | None) -> bytes:
         return _png(figure)
 
 
-def silhouette_chart(curve: ElbowCurve, chosen_k: int | None) -> bytes:
-    """Silhouette score by K (K >= 2); the chosen K's bar is highlighted."""
+def silhouette_chart(curve: KCurve, chosen_k: int | None) -> bytes:
+    """Silhouette by K (bars, K >= 2; the chosen K highlighted) and, for the K of the range, the
+    stability of its least stable segment (a line, with the 0.75 line of "stable")."""
+    from tasks.model.choose_k import STABLE
+
     pairs = [(k, score) for k, score in zip(curve.ks, curve.silhouettes, strict=True) if score is not None]
-    with _figure(6.4, 3.2) as figure:
+    stable = [(k, value) for k, value in zip(curve.ks, curve.stabilities, strict=True) if value is not None]
+    with _figure(6.4, 3.4) as figure:
         axes = figure.add_subplot()
         ks = [k for k, _ in pairs]
-        scores = [score for _, score in pairs]
         colours = ["#e67e22" if k == chosen_k else "#5b8db8" for k in ks]
-        axes.bar(ks, scores, color=colours)
+        axes.bar(ks, [score for _, score in pairs], color=colours, label="silhouette")
+        if stable:
+            axes.plot(
+                [k for k, _ in stable],
+                [value for _, value in stable],
+                marker="o",
+                color="#2e7d32",
+                label="least stable segment",
+            )
+            axes.axhline(STABLE, color="#2e7d32", linestyle=":", linewidth=1)
+            axes.legend(fontsize=8, loc="lower left")
         axes.set_xticks(ks)
+        axes.set_ylim(0, 1.05)
         axes.set_xlabel("K (segments)")
-        axes.set_ylabel("silhouette")
-        axes.set_title("Silhouette by K (higher: better separated)")
+        axes.set_title("Silhouette and stability by K (higher: better)")
         axes.grid(axis="y", alpha=0.3)
         return _png(figure)
 

@@ -21,11 +21,26 @@ from tasks.settings import IDENTIFIER_PATTERN, SegmentSettings, split_table_name
 ExportFormat = Literal["csv", "parquet"]
 
 
+#: Columns of customer_segments that hold whole numbers (empty for some customers) and money.
+WHOLE_NUMBERS = (
+    *("segment_id", "previous_segment_id", "recency_days", "frequency", "tenure_days"),
+    *("r_score", "f_score", "m_score"),
+)
+MONEY = ("monetary", "avg_order_value")
+
+
 def _plain_types(frame: pd.DataFrame) -> pd.DataFrame:
-    """Decimal money (PostgreSQL numeric) as float, so every chunk has the same Arrow and CSV types."""
+    """Whole numbers as integers (38, not 38.0, though some are empty), money rounded to the cent, and
+    every chunk with the same Arrow and CSV types."""
     for column in frame.columns:
         if frame[column].dtype == object and frame[column].map(lambda value: isinstance(value, decimal.Decimal)).any():
             frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in WHOLE_NUMBERS:
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column]).round().astype("Int64")
+    for column in MONEY:
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column]).astype("float64").round(2)
     return frame
 
 

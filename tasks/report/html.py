@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import SegmentsError
-from tasks.model.fit import ElbowCurve
+from tasks.model.choose_k import STABLE, UNSTABLE, KCurve
+from tasks.model.claims import TRUE_OF
 from tasks.model.transform import SegmentModel
 from tasks.report import charts
 from tasks.report.read import read_latest_run, read_segment_sample, read_transitions
@@ -40,7 +41,7 @@ class ReportData:
     profiles: pd.DataFrame
     sample: pd.DataFrame
     model: SegmentModel
-    elbow: ElbowCurve | None
+    elbow: KCurve | None
     elbow_source: str
     transitions: pd.DataFrame | None
     comparison: list[dict[str, Any]] | None
@@ -59,15 +60,15 @@ class Chart:
 
 
 def report_elbow(
-    run_elbow: dict[str, Any] | ElbowCurve | None, training_elbow: dict[str, Any] | None
-) -> tuple[ElbowCurve | None, str]:
+    run_elbow: dict[str, Any] | KCurve | None, training_elbow: dict[str, Any] | None
+) -> tuple[KCurve | None, str]:
     """The elbow to show and a sentence saying whose: the run's own (automatic K), else the one of the
     run that trained the model it used, else none (K was fixed when the model was fitted)."""
     if run_elbow is not None:
-        curve = ElbowCurve(**run_elbow) if isinstance(run_elbow, dict) else run_elbow
+        curve = KCurve.from_dict(run_elbow) if isinstance(run_elbow, dict) else run_elbow
         return curve, "The run's own elbow, from which automatic K was chosen."
     if training_elbow is not None:
-        return ElbowCurve(**training_elbow), "The elbow of the run that fitted this model (this run reused it)."
+        return KCurve.from_dict(training_elbow), "The elbow of the run that fitted this model (this run reused it)."
     return None, "No elbow: K was fixed when this model was fitted (--n-clusters), so none was computed."
 
 
@@ -98,7 +99,7 @@ def report_data_from_run(
     profiles: pd.DataFrame,
     model: SegmentModel,
     *,
-    elbow: ElbowCurve | None,
+    elbow: KCurve | None,
     comparison: list[dict[str, Any]] | None,
     random_state: int,
 ) -> ReportData:
@@ -234,7 +235,15 @@ def render_html(data: ReportData, built: list[Chart], *, outputs: str) -> str:
         else None
     )
     run = dict(data.run)
-    for key in ("silhouette", "davies_bouldin", "rows_scanned", "rows_rejected", "customers_clustered"):
+    for key in (
+        "silhouette",
+        "davies_bouldin",
+        "rows_scanned",
+        "rows_rejected",
+        "customers_clustered",
+        "guest_rows",
+        "guest_net_amount",
+    ):
         run.setdefault(key, None)
     return template.render(
         run=run,
@@ -248,8 +257,26 @@ def render_html(data: ReportData, built: list[Chart], *, outputs: str) -> str:
         elbow_note=None if data.elbow is not None else data.elbow_source,
         metric=_metric,
         number=_number,
+        percent=_percent,
+        weak_purity=lambda purity: _known(purity) and purity < TRUE_OF,
+        stability_flag=stability_flag,
         outputs=outputs,
     )
+
+
+def stability_flag(stability: Any) -> str | None:
+    """How a segment's stability reads in the report: "unstable" below 0.6, "fair" below 0.75."""
+    if not _known(stability):
+        return None
+    return "unstable" if stability < UNSTABLE else "fair" if stability < STABLE else None
+
+
+def _known(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.0%}" if _known(value) else "-"
 
 
 def render_markdown(data: ReportData, built: list[Chart]) -> str:

@@ -27,7 +27,7 @@ def write_run_report(
             outcome.segments.assignments,
             outcome.segments.profiles,
             outcome.model,
-            elbow=outcome.elbow,
+            elbow=outcome.curve,
             comparison=outcome.comparison,
             random_state=settings.random_state,
         )

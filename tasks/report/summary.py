@@ -36,6 +36,8 @@ def profile_rows(profiles: pd.DataFrame) -> list[dict[str, Any]]:
                 "segment": profile["segment_name"],
                 "customers": int(profile["customers"]),
                 "share": f"{profile['share']:.1%}",
+                "purity": _round(profile.get("purity"), 2),
+                "stability": _round(profile.get("stability"), 2),
                 "mean_recency_days": _round(profile["mean_recency_days"], 0),
                 "mean_frequency": _round(profile["mean_frequency"], 1),
                 "mean_monetary": _round(profile["mean_monetary"], 2),
@@ -67,6 +69,7 @@ def run_summary_markdown(
         f"| scanned | {counts.rows_scanned:,} |",
         f"| in the window | {counts.rows_in_window:,} |",
         f"| before the window (lookback) | {counts.rows_before_window:,} |",
+        f"| guest checkouts (no customer id; {counts.guest_net_amount:,.2f} net) | {counts.guest_rows:,} |",
     ]
     lines += [
         f"| rejected: {reason.replace('_', ' ')} | {count:,} |" for reason, count in counts.rejected_by_reason.items()
@@ -105,20 +108,24 @@ def run_summary_markdown(
             f"| {profile['segment_id']} {profile['segment_name']} | {int(profile['customers']):,} "
             f"({profile['share']:.1%}) | `{bar(profile['customers'], largest)}` |"
         )
-    if outcome.elbow is not None:
-        elbow = outcome.elbow
+    if outcome.curve is not None:
+        curve = outcome.curve
         lines += [
             "",
-            "## Elbow",
+            "## Choosing K",
             "",
-            "| K | within-cluster sum of squares | | silhouette |",
-            "|---:|---:|---|---:|",
+            curve.reason + ".",
+            "",
+            "| K | within-cluster sum of squares | | silhouette | least stable segment |",
+            "|---:|---:|---|---:|---:|",
         ]
-        for k, inertia, silhouette in zip(elbow.ks, elbow.inertias, elbow.silhouettes, strict=True):
-            marker = " ← knee" if k == elbow.knee else ""
+        for k, inertia, silhouette, stability in zip(
+            curve.ks, curve.inertias, curve.silhouettes, curve.stabilities, strict=True
+        ):
+            marker = " ← knee" if k == curve.knee else ""
             chosen = " **chosen**" if k == outcome.n_clusters else ""
-            chart = f"`{bar(inertia, elbow.inertias[0])}`{marker}{chosen}"
-            lines.append(f"| {k} | {inertia:,.1f} | {chart} | {_metric(silhouette)} |")
+            chart = f"`{bar(inertia, curve.inertias[0])}`{marker}{chosen}"
+            lines.append(f"| {k} | {inertia:,.1f} | {chart} | {_metric(silhouette)} | {_metric(stability, 2)} |")
     lines += ["", "## Outputs", "", describe_outputs(settings) + "."]
     return "\n".join(lines) + "\n"
 

@@ -35,10 +35,14 @@ def test_demo_runs_the_whole_pipeline_on_a_fresh_sqlite_file(tmp_path: Path) -> 
     result = segments("demo", "--customers", "800", cwd=tmp_path, unset=quiet)
 
     assert result.returncode == 0, result.stderr[-3000:]
-    # no ERROR line on a run that worked (the temporary server's telemetry failed, offline, with one)
-    assert "| ERROR" not in result.stdout + result.stderr, result.stdout + result.stderr
+    # a quiet terminal: the progress and the summary, none of Prefect's log lines (nor an ERROR line
+    # of the temporary server's telemetry, offline)
+    output = result.stdout + result.stderr
+    assert "| INFO" not in output and "| ERROR" not in output and "| WARNING" not in output, output
+    assert "Extract:" in result.stderr and "Model:" in result.stderr  # the progress
     database = tmp_path / "segments_demo.db"
     assert "Segments as of" in result.stdout and str(database) in result.stdout
+    assert "Try next:" in result.stdout and "segments score --customer-id C000042" in result.stdout
     engine = sa.create_engine(f"sqlite:///{database}")
     with engine.connect() as conn:
         customers = conn.execute(sa.text("select count(*), count(distinct customer_id) from customer_segments")).one()
@@ -56,6 +60,68 @@ def test_demo_runs_the_whole_pipeline_on_a_fresh_sqlite_file(tmp_path: Path) -> 
     for chart in ("elbow", "silhouette", "sizes", "heatmap", "scatter"):
         assert f'data-chart="{chart}"' in html
     assert "http://" not in html and "https://" not in html  # nothing to fetch: images are embedded
+
+
+def test_after_the_demo_every_next_command_works_as_the_readme_shows_it(tmp_path: Path) -> None:
+    demo = segments("demo", "--customers", "300", cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert (tmp_path / ".env").read_text().startswith("# Written by `segments demo`")
+
+    report = segments("report", "--output", "report.html", cwd=tmp_path)
+    export = segments("export", "--format", "csv", "--output", "segments.csv", cwd=tmp_path)
+    score = segments("score", "--customer-id", "C000042", "--json", cwd=tmp_path)
+    compare = segments("compare", cwd=tmp_path)
+    rerun = segments("run", cwd=tmp_path)
+
+    for result in (report, export, score, compare, rerun):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert 'data-chart="sizes"' in (tmp_path / "report.html").read_text()
+    first = (tmp_path / "segments.csv").read_text().splitlines()[:2]
+    header, row = first[0].split(","), first[1].split(",")
+    assert "." not in row[header.index("recency_days")] and "." not in row[header.index("r_score")]
+    assert '"segment_id"' in score.stdout
+    assert "agglomerative_ward" in compare.stdout
+    assert "Segments as of" in rerun.stdout
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'segments_demo.db'}")
+    with engine.connect() as conn:  # the second run was on the demo's data and orders, as the first
+        runs = conn.execute(sa.text("select status, settings from segment_runs order by started_at")).all()
+    engine.dispose()
+    assert [run.status for run in runs] == ["superseded", "succeeded"]
+    assert all('"order_id_column": "order_id"' in run.settings for run in runs)
+
+
+def test_a_users_own_env_file_is_left_as_it_is_and_the_demo_says_what_to_set(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SEGMENTS_OUTPUT_SCHEMA=analytics\n")
+
+    demo = segments("demo", "--customers", "100", cwd=tmp_path)
+
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert (tmp_path / ".env").read_text() == "SEGMENTS_OUTPUT_SCHEMA=analytics\n"
+    assert "Your .env was left as it is" in demo.stdout and "SEGMENTS_ORDER_ID_COLUMN=order_id" in demo.stdout
+
+
+def test_a_data_gate_stops_a_run_in_one_line_without_a_traceback_and_writes_nothing(tmp_path: Path) -> None:
+    assert segments("demo", "--customers", "200", cwd=tmp_path).returncode == 0
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'segments_demo.db'}")
+    with engine.begin() as conn:  # a load that lost its amounts: a third of the rows now have none
+        conn.exec_driver_sql(
+            "insert into transactions (customer_id, order_id, occurred_at, amount) "
+            "select customer_id, 'broken-' || order_id, occurred_at, null from transactions where amount > 0 limit 2000"
+        )
+        before = conn.execute(sa.text("select run_id, count(*) from customer_segments group by run_id")).all()
+    engine.dispose()
+
+    stopped = segments("run", cwd=tmp_path)
+
+    assert stopped.returncode == 1
+    lines = stopped.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: data gate:") and "SEGMENTS_MAX_REJECTED_SHARE_RISE" in lines[-1]
+    assert "Traceback" not in stopped.stdout + stopped.stderr and "| ERROR" not in stopped.stderr
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'segments_demo.db'}")
+    with engine.connect() as conn:
+        after = conn.execute(sa.text("select run_id, count(*) from customer_segments group by run_id")).all()
+    engine.dispose()
+    assert after == before
 
 
 @pytest.fixture
@@ -211,7 +277,7 @@ def test_mall_customers_from_csv_to_segments_report_and_parquet(tmp_path: Path) 
     assert "'Annual Income (k$)' -> annual_income_k" in loaded.stdout
     ran = segments("run", "--as-of", "2026-01-01", cwd=tmp_path, env=attributes_only)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert "K=5: knee of the elbow curve at K=5" in ran.stdout
+    assert "K=5: the most segments of 4..8 that are all stable" in ran.stdout
     assert "mean annual_income_k" in ran.stdout  # the summary shows the attributes, not empty RFM means
     reported = segments("report", "--output", "mall.html", cwd=tmp_path, env=attributes_only)
     assert reported.returncode == 0, reported.stderr[-3000:]

@@ -152,7 +152,17 @@ def run_in_two_partitions(
         "SEGMENTS_REPORT_PATH": "",
     } | settings
     result = subprocess.run(
-        [str(BIN / "segments"), "run", "--as-of", AS_OF.isoformat(), "--partitions", "2", "--n-clusters", "4"],
+        [
+            str(BIN / "segments"),
+            "run",
+            "--verbose",
+            "--as-of",
+            AS_OF.isoformat(),
+            "--partitions",
+            "2",
+            "--n-clusters",
+            "4",
+        ],
         env=prefect_server | mapping | {"COLUMNS": "200"},
         cwd=tmp_path,
         capture_output=True,

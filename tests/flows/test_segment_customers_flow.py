@@ -81,7 +81,9 @@ def test_the_flow_segments_customers_into_postgres(shop: Backend) -> None:
     assert summary["run_id"] in html and html.count('<img class="chart"') == report_markdown.count("![")
     summary_markdown = str(by_key["segment-run-summary"].data)
     assert f"Customer segments as of {AS_OF.isoformat()}" in summary_markdown
-    assert "rejected: null customer id" in summary_markdown and "← knee" in summary_markdown
+    assert "| guest checkouts (no customer id;" in summary_markdown and "## Choosing K" in summary_markdown
+    chosen_rows = [line for line in summary_markdown.splitlines() if "**chosen**" in line]
+    assert len(chosen_rows) == 1 and chosen_rows[0].startswith(f"| {summary['n_clusters']} |")
     assert "postgres@127.0.0.1" in summary_markdown  # where the outputs are, without credentials
     table = by_key["segment-profiles"].data
     assert len(json.loads(table) if isinstance(table, str) else table) == len(profiles)

@@ -19,6 +19,8 @@ from tests.support.fixtures import (
     EXPECTED_BY_ORDER,
     EXPECTED_BY_ORDER_LOOKBACK_30,
     EXPECTED_BY_ROW,
+    EXPECTED_GUEST_NET,
+    EXPECTED_GUEST_ROWS,
     EXPECTED_REJECTED,
     HAND_ROWS,
     create_transactions_table,
@@ -70,8 +72,9 @@ def test_features_follow_the_product_definitions(backend: Backend) -> None:
 
     assert_features_equal(features_by_customer(result.features), EXPECTED_BY_ORDER)
     assert result.counts.rejected_by_reason == EXPECTED_REJECTED
+    assert (result.counts.guest_rows, result.counts.guest_net_amount) == (EXPECTED_GUEST_ROWS, EXPECTED_GUEST_NET)
     assert result.counts.rows_scanned == len(HAND_ROWS)
-    assert result.counts.rows_in_window == len(HAND_ROWS) - sum(EXPECTED_REJECTED.values())
+    assert result.counts.rows_in_window == len(HAND_ROWS) - sum(EXPECTED_REJECTED.values()) - EXPECTED_GUEST_ROWS
 
 
 def test_lookback_keeps_rows_at_the_window_start_and_drops_earlier_ones(backend: Backend) -> None:
@@ -220,7 +223,6 @@ def test_sqlite_text_times_with_offsets_and_non_numeric_amounts(tmp_path) -> Non
 
     assert_features_equal(features_by_customer(result.features), {"A": (0, 1, 10.0, 10.0, 0)})
     assert result.counts.rejected_by_reason == {
-        "null_customer_id": 0,
         "null_occurred_at": 1,
         "occurred_at_or_after_as_of": 1,
         "non_numeric_amount": 1,
@@ -365,7 +367,9 @@ def test_a_view_with_mixed_case_columns_and_float_customer_ids(postgres_url: str
         {"17850": (28, 1, 12.95, 12.95, 28), "12583": (19, 1, 3.30, 3.30, 19)},
     )
     assert result.customer_id_is_integer and result.features["customer_id"].dtype == "int64"
-    assert result.counts.rejected_by_reason["null_customer_id"] == 1
+    # the guest checkout (no CustomerID) is counted with its amount, 9.99, and rejects nothing
+    assert (result.counts.guest_rows, result.counts.guest_net_amount) == (1, 9.99)
+    assert sum(result.counts.rejected_by_reason.values()) == 0
 
 
 @pytest.mark.parametrize("amount_type", ["numeric(12,2)", "double precision", "real", "integer", "bigint", "money"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -37,7 +37,9 @@ def test_a_run_writes_assignments_profiles_and_its_record(backend: Backend) -> N
     run = runs.iloc[0]
     assert run["customers"] == len(assignments)
     assert run["customers_clustered"] + run["customers_no_net_purchases"] == run["customers"]
-    assert run["rows_scanned"] == run["rows_in_window"] + run["rows_rejected"] + run["rows_before_window"]
+    assert run["rows_scanned"] == (
+        run["rows_in_window"] + run["rows_rejected"] + run["rows_before_window"] + run["guest_rows"]
+    )
     assert run["n_clusters"] == len(profiles.query("segment_id > 0"))
     assert run["silhouette"] is not None and run["model_action"] == "fit"
     assert run["model_reason"] == "no stored model yet"
@@ -84,12 +86,12 @@ def test_a_failed_write_leaves_the_previous_state_untouched(backend: Backend, mo
 
     # The next run's rows hold a duplicate customer id: the write fails after emptying the table and
     # writing most of the rows inside the transaction.
-    original = write.replace_assignments
+    original = write.stage_assignments
 
     def with_a_duplicate(conn, settings, tables, assignments, *args):  # type: ignore[no-untyped-def]
-        original(conn, settings, tables, pd.concat([assignments, assignments.tail(1)], ignore_index=True), *args)
+        return original(conn, settings, tables, pd.concat([assignments, assignments.tail(1)], ignore_index=True), *args)
 
-    monkeypatch.setattr(write, "replace_assignments", with_a_duplicate)
+    monkeypatch.setattr(write, "stage_assignments", with_a_duplicate)
     with pytest.raises(sa.exc.IntegrityError):
         run_once(backend, n_clusters=5, model_policy="refit", as_of=date(2024, 3, 2))
 
@@ -300,3 +302,41 @@ def test_a_role_that_may_not_empty_customer_segments_gets_one_line_and_nothing_w
         run_once(Backend("postgresql", url, written.schema), model_policy="refit", as_of=date(2024, 3, 2))
 
     pd.testing.assert_frame_equal(read(written, "customer_segments", "customer_id"), before)
+
+
+def test_each_customer_carries_the_segment_they_moved_from_and_since_when(backend: Backend) -> None:
+    load_synthetic(backend, customers=300)
+    run_once(backend, n_clusters=4, model_policy="refit")
+    first = read(backend, "customer_segments", "customer_id").set_index("customer_id")
+    assert first["previous_segment_id"].isna().all() and first["previous_segment_name"].isna().all()
+    assert (pd.to_datetime(first["segment_since"]).dt.date == AS_OF).all()
+    # the least valuable customer of segment 1's opposite buys big the next day: they move
+    mover = first.sort_values(["frequency", "monetary"]).index[0]
+    with backend.engine().begin() as conn:
+        conn.execute(
+            sa.text(
+                f"insert into {backend.table('transactions')} (customer_id, order_id, occurred_at, amount) "
+                "values (:customer, :order, :at, 90000)"
+            ),
+            [
+                {
+                    "customer": mover,
+                    "order": f"big-{number}",
+                    "at": datetime(2024, 3, 1, 12) + timedelta(minutes=number),
+                }
+                for number in range(30)
+            ],
+        )
+
+    run_once(backend, model_policy="reuse", as_of=date(2024, 3, 2))
+
+    second = read(backend, "customer_segments", "customer_id").set_index("customer_id")
+    moved = second.loc[mover]
+    assert moved["segment_id"] != first.loc[mover, "segment_id"]
+    assert moved["previous_segment_id"] == first.loc[mover, "segment_id"]
+    assert moved["previous_segment_name"] == first.loc[mover, "segment_name"]
+    assert pd.Timestamp(moved["segment_since"]).date() == date(2024, 3, 2)
+    stayed = second.index[(second["segment_id"] == first["segment_id"].reindex(second.index)).to_numpy()]
+    assert len(stayed) > 200
+    assert second.loc[stayed, "previous_segment_id"].isna().all()
+    assert (pd.to_datetime(second.loc[stayed, "segment_since"]).dt.date == AS_OF).all()

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from tasks.extract.load_file import snake_case, snake_case_columns
+from tasks.model.choose_k import KCurve
 from tasks.model.compare import ALGORITHMS, compare_algorithms
-from tasks.model.fit import ElbowCurve, fit_segment_model
+from tasks.model.fit import fit_segment_model
 from tasks.model.naming import attribute_segment_labels, humanize
 from tasks.model.transform import SegmentModel, fit_encoding
 from tasks.report import charts, html
@@ -104,7 +105,9 @@ def test_attribute_segments_are_named_after_their_strongest_features() -> None:
     assert ids == (2, 3, 1, 4)  # the largest cluster is segment 1
     assert names[0] == "High annual income, low spending score"
     assert names[1] == "High spending score, low annual income"
-    assert names[2] == "Average profile" and names[3] == "Average profile (2)"
+    # two centroids near the average: told apart by their next strongest feature, never "(2)"
+    assert names[2] != names[3] and "(2)" not in names[3]
+    assert names[2].startswith("Low spending score") or names[2].startswith("Average")
     assert humanize("spending_score_1_100") == "spending score"
 
 
@@ -122,9 +125,11 @@ def test_compare_measures_four_algorithms_on_the_same_sample() -> None:
     assert by_name["kmeans"]["davies_bouldin"] < 0.5
 
 
-def elbow() -> ElbowCurve:
+def elbow() -> KCurve:
     inertias = [1000.0, 400.0, 150.0, 120.0, 100.0, 90.0, 82.0, 76.0, 71.0, 67.0]
-    return ElbowCurve(ks=list(range(1, 11)), inertias=inertias, silhouettes=[None, *[0.5] * 9], knee=3)
+    stabilities = [None, None, None, 0.9, 0.85, 0.8, 0.7, 0.6, None, None]
+    silhouettes = [None, *[0.5] * 9]
+    return KCurve(list(range(1, 11)), inertias, silhouettes, stabilities, knee=3, chosen=6, reason="K=6: stable")
 
 
 def test_charts_are_png_images() -> None:
@@ -148,7 +153,7 @@ def test_charts_are_png_images() -> None:
 
 
 def test_the_report_shows_the_runs_elbow_else_its_models_else_says_why_there_is_none() -> None:
-    training = ElbowCurve(ks=[1, 2, 3], inertias=[9.0, 4.0, 3.0], silhouettes=[None, 0.6, 0.5], knee=2)
+    training = KCurve([1, 2, 3], [9.0, 4.0, 3.0], [None, 0.6, 0.5], [None, 0.9, 0.8], knee=2, chosen=3, reason="")
 
     curve, source = html.report_elbow(elbow().as_dict(), training.as_dict())
     assert curve == elbow() and "run's own" in source

@@ -126,10 +126,10 @@ def test_matching_follows_centroids_not_cluster_order() -> None:
     previous = stored_from(frame)
     permuted = replace(previous.model, centroids=previous.model.centroids[::-1].copy())
 
-    match = match_segments(permuted, previous, ["a", "b"])
+    match = match_segments(permuted, previous)
 
     assert match.segment_ids == previous.segment_ids[::-1]
-    assert match.segment_names == previous.segment_names[::-1]
+    assert match.matched == {0: previous.segment_ids[1], 1: previous.segment_ids[0]}
     assert match.retired == () and match.next_segment_id == previous.next_segment_id
 
 
@@ -138,22 +138,12 @@ def test_a_new_cluster_gets_a_new_id_and_a_vanished_one_retires() -> None:
     previous = stored_from(frame)
     extra = np.vstack([previous.model.centroids, [[5.0, 5.0, 5.0]]])
 
-    grown = match_segments(replace(previous.model, centroids=extra), previous, ["x", "y", "Champions"])
+    grown = match_segments(replace(previous.model, centroids=extra), previous)
     assert grown.segment_ids[:2] == previous.segment_ids and grown.segment_ids[2] == 3
-    assert grown.segment_names[2] == "Champions" and grown.next_segment_id == 4
+    assert grown.next_segment_id == 4
 
-    shrunk = match_segments(replace(previous.model, centroids=previous.model.centroids[:1]), previous, ["x"])
+    shrunk = match_segments(replace(previous.model, centroids=previous.model.centroids[:1]), previous)
     assert shrunk.segment_ids == (1,) and shrunk.retired == (2,)
-
-
-def test_names_of_new_segments_stay_unique() -> None:
-    frame = two_groups(diagonal=True)
-    previous = replace(stored_from(frame), segment_names=("Champions", "Lost"))
-    extra = np.vstack([previous.model.centroids, [[5.0, 5.0, 5.0]]])
-
-    grown = match_segments(replace(previous.model, centroids=extra), previous, ["?", "?", "Champions"])
-
-    assert grown.segment_names == ("Champions", "Lost", "Champions (2)")
 
 
 def test_reuse_fails_without_a_model() -> None:

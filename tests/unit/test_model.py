@@ -1,4 +1,4 @@
-"""Model: transforms, automatic K by the elbow, determinism, and models as plain data."""
+"""Model: transforms, automatic K by stability and silhouette, determinism, and models as plain data."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from sklearn.metrics import adjusted_rand_score
 
 import tasks.model.step as step
 from tasks.errors import ModelError
-from tasks.model.fit import ElbowCurve, choose_n_clusters, clustering_metrics, find_knee, fit_segment_model
+from tasks.model.choose_k import STABLE, UNSTABLE, best_jaccards, choose_k, cluster_stability, resamples_of
+from tasks.model.fit import clustering_metrics, find_knee, fit_segment_model
 from tasks.model.transform import Encoding, SegmentModel, fit_scaling, nearest_centroid, signed_log1p
 from tasks.settings import load_settings
 
@@ -70,18 +71,59 @@ def test_scaling_caps_the_upper_tail_and_standardizes() -> None:
 
 
 @pytest.mark.parametrize("planted_k", [3, 4, 5])
-def test_automatic_k_recovers_planted_groups(planted_k: int) -> None:
+def test_automatic_k_finds_planted_groups_as_the_most_stable_segments(planted_k: int) -> None:
     frame, truth = planted_groups(planted_k)
 
-    result = fit(frame)
+    result = fit(frame, k_min=2, k_max=8)
 
     assert result.n_clusters == planted_k
-    assert result.elbow is not None and result.elbow.knee == planted_k
-    assert "knee" in result.k_reason
     assert adjusted_rand_score(truth, result.labels) == pytest.approx(1.0)
-    assert result.elbow.ks == list(range(1, 11))
-    assert result.elbow.silhouettes[0] is None and all(s is not None for s in result.elbow.silhouettes[1:])
+    curve = result.curve
+    assert curve is not None and curve.ks == list(range(1, 9)) and curve.chosen == planted_k
+    stability = dict(zip(curve.ks, curve.stabilities, strict=True))
+    assert stability[1] is None and all(stability[k] >= STABLE for k in range(2, planted_k + 1))
+    # a stable K beyond the planted groups only cuts one in two: its silhouette falls short
+    best = max(curve.silhouettes[index] or 0 for index, k in enumerate(curve.ks) if k > 1)
+    assert curve.silhouettes[planted_k - 1] == best
+    assert "stable under resampling" in result.k_reason
+    assert result.stability.min() >= 0.95  # every planted group comes back from every resample
     assert result.metrics["silhouette"] is not None and result.metrics["silhouette"] > 0.7
+
+
+def test_without_a_stable_k_the_most_stable_one_is_taken_and_says_so() -> None:
+    values = np.random.default_rng(2).normal(size=(600, 2))  # one round cloud: every cut into 5 or 6 is arbitrary
+
+    curve = choose_k(values, k_min=5, k_max=6, random_state=0)
+
+    in_range = [value for k, value in zip(curve.ks, curve.stabilities, strict=True) if k >= 5]
+    assert all(value is not None and value < STABLE for value in in_range)
+    assert curve.chosen == curve.ks[curve.stabilities.index(max(in_range))]  # type: ignore[type-var]
+    assert "no K of 5..6 had every segment stable" in curve.reason
+
+
+def test_stability_tells_well_separated_groups_from_overlapping_ones() -> None:
+    rng = np.random.default_rng(5)
+    centres = ((0, 0), (6, 0), (0, 6), (6, 6), (3, 9))
+    apart = np.vstack([rng.normal(centre, 0.3, size=(120, 2)) for centre in centres])
+    overlapping = rng.normal(size=(600, 2))  # the same five clusters asked of one round cloud
+
+    def stability(values: np.ndarray) -> np.ndarray:
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(5, n_init=3, random_state=0).fit(values).labels_
+        return cluster_stability(values, labels, resamples_of(len(values), np.random.default_rng(0)), 0)
+
+    assert stability(apart).min() > 0.95
+    assert stability(overlapping).mean() < UNSTABLE < STABLE
+
+
+def test_jaccard_compares_each_cluster_with_its_best_match() -> None:
+    reference = np.array([0, 0, 0, 1, 1, 2])
+    other = np.array([1, 1, 0, 0, 0, 0])  # cluster 0 split; 1 and 2 merged
+
+    jaccards = best_jaccards(reference, other, 3)
+
+    assert jaccards.tolist() == pytest.approx([2 / 3, 2 / 4, 1 / 4])
 
 
 def test_the_same_seed_gives_the_same_model_and_labels() -> None:
@@ -99,7 +141,7 @@ def test_k_is_fixed_when_given_and_fits_on_a_sample() -> None:
     result = fit(frame, n_clusters=6, sample_size=200)
 
     assert result.n_clusters == 6
-    assert result.elbow is None
+    assert result.curve is None and len(result.stability) == 6
     assert set(result.labels) == set(range(6))
     assert len(result.labels) == len(frame)  # every customer assigned, not only the sample
 
@@ -127,19 +169,17 @@ def test_labels_are_the_nearest_centroid_and_inertia_their_squared_distances() -
     assert metrics["inertia"] == pytest.approx(distances.min(axis=1).sum(), rel=1e-12)
 
 
-def test_the_elbow_of_a_shop_with_a_handful_of_customers_leaves_out_the_k_without_a_silhouette() -> None:
-    # Four customers: the elbow reaches K=4, one customer per cluster, where no silhouette exists
-    # (scikit-learn raised "Number of labels is 4" and the run failed).
+def test_a_shop_with_a_handful_of_customers_gets_as_many_segments_as_it_has_profiles() -> None:
+    # Four customers: K cannot reach the range's 4 with a silhouette (one customer per cluster)
     frame = pd.DataFrame(
         {"recency_days": [1, 50, 200, 400], "frequency": [10, 3, 1, 2], "monetary": [900.0, 120.0, 15.0, 60.0]}
     )
 
-    result = fit(frame)
+    result = fit(frame, k_min=4, k_max=8)
 
-    assert result.elbow is not None and result.elbow.ks == [1, 2, 3, 4]
-    assert result.elbow.silhouettes[0] is None and result.elbow.silhouettes[3] is None
-    assert all(score is not None for score in result.elbow.silhouettes[1:3])
-    assert 2 <= result.n_clusters <= 3
+    assert result.curve is not None and result.curve.ks == [1, 2, 3]
+    assert result.curve.silhouettes[0] is None and all(score is not None for score in result.curve.silhouettes[1:])
+    assert result.n_clusters == 3 and len(set(result.labels)) == 3
 
 
 def test_too_few_distinct_customers_for_k_is_a_clear_error() -> None:
@@ -147,16 +187,6 @@ def test_too_few_distinct_customers_for_k_is_a_clear_error() -> None:
 
     with pytest.raises(ModelError, match="only 2 distinct customer profile"):
         fit(frame, n_clusters=3)
-
-
-def test_k_is_kept_within_range_and_falls_back_to_silhouette_without_a_knee() -> None:
-    curve = ElbowCurve(ks=[1, 2, 3, 4], inertias=[10, 4, 3, 2.5], silhouettes=[None, 0.5, 0.7, 0.6], knee=2)
-
-    assert choose_n_clusters(curve, k_min=3, k_max=4) == (3, "knee of the elbow curve at K=2, kept within 3..4")
-
-    no_knee = ElbowCurve(ks=[1, 2, 3, 4], inertias=[10, 9, 8, 7], silhouettes=[None, 0.5, 0.7, 0.6], knee=None)
-    k, reason = choose_n_clusters(no_knee, k_min=2, k_max=4)
-    assert k == 3 and "best silhouette" in reason
 
 
 def test_a_model_stored_as_json_scores_identically() -> None:

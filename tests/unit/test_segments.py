@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.model.naming import NO_NET_PURCHASES_NAME, PERSONAS, cluster_means, fresh_segment_labels, rfm_segment_name
+from tasks.model.claims import member_frames, name_segments
+from tasks.model.naming import NO_NET_PURCHASES_NAME, PERSONAS, cluster_means, fresh_segment_ids, rfm_segment_name
 from tasks.model.scores import clusterable, quintile_scores, with_scores
 from tasks.model.segments import build_segments
 from tasks.model.transform import SegmentModel
@@ -65,20 +66,28 @@ def test_quintile_scores_share_ties_and_reverse_recency() -> None:
     assert set(f_scores).issubset(range(1, 6))
 
 
-def test_quintile_scores_match_pandas_average_percentile_ranks_with_many_ties() -> None:
-    rng = np.random.default_rng(3)
-    samples = (
-        rng.integers(0, 40, 5000),  # whole numbers in a narrow range: counted per value
-        rng.integers(-300, 300, 5000),  # negative whole numbers too
-        rng.integers(0, 10**9, 5000),  # whole numbers spread wide: sorted
-        rng.lognormal(size=5000),  # fractions: sorted
-        np.full(5000, 7),  # one value for all: all tied
-    )
-    for values in (pd.Series(sample.astype(float)) for sample in samples):
-        for higher_is_better in (True, False):
-            ranked = values if higher_is_better else -values
-            expected = (ranked.rank(method="average", pct=True) * 5).apply(np.ceil).clip(1, 5).astype("int64")
-            pd.testing.assert_series_equal(quintile_scores(values, higher_is_better), expected)
+def test_the_worst_value_always_scores_one_however_many_customers_share_it() -> None:
+    # half the customers bought once: they are the least frequent, so F=1, not a middle score
+    frequency = pd.Series([1] * 50 + [2] * 20 + [3] * 15 + list(range(4, 19)), dtype="float64")
+
+    scores = quintile_scores(frequency)
+
+    assert set(scores.iloc[:50]) == {1}
+    assert set(scores.iloc[50:70]) == {3}  # 50% strictly below: 1 + 2 whole fifths (no customer has F=2)
+    assert set(scores.iloc[70:85]) == {4} and scores.iloc[-1] == 5
+    everyone_equal = quintile_scores(pd.Series([7.0] * 40))
+    assert set(everyone_equal) == {1}
+
+
+def test_without_ties_the_scores_are_quintiles() -> None:
+    values = pd.Series(np.random.default_rng(3).permutation(1000).astype(float))
+
+    scores = quintile_scores(values)
+    reversed_scores = quintile_scores(values, higher_is_better=False)
+
+    assert scores.value_counts().sort_index().tolist() == [200] * 5
+    assert (scores[values < 200] == 1).all() and (scores[values >= 800] == 5).all()
+    assert (reversed_scores == 6 - scores).all()
 
 
 def test_scores_rank_purchasers_only_from_integer_and_fractional_columns() -> None:
@@ -98,9 +107,11 @@ def test_scores_rank_purchasers_only_from_integer_and_fractional_columns() -> No
         ("f_score", "frequency", True),
         ("m_score", "monetary", True),
     ):
-        ranked = buyers[column].astype("float64") * (1 if higher_is_better else -1)
-        expected = (ranked.rank(method="average", pct=True) * 5).apply(np.ceil).clip(1, 5).astype("Int64")
-        pd.testing.assert_series_equal(scored.loc[frequency > 0, score], expected, check_names=False)
+        values = buyers[column].astype("float64")
+        # 1 + the whole fifths of the buyers strictly worse, counted one by one
+        worse = [(values < value).sum() if higher_is_better else (values > value).sum() for value in values]
+        expected = [min(5, 1 + 5 * count // len(values)) for count in worse]
+        assert scored.loc[frequency > 0, score].tolist() == expected
         assert scored.loc[frequency == 0, score].isna().all()
     assert "r_score" not in features  # the caller's frame is left as it was
 
@@ -128,7 +139,8 @@ def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segmen
     )
 
     scored = with_scores(features)
-    ids, names = fresh_segment_labels(cluster_means(scored, labels, model.n_clusters))
+    ids = fresh_segment_ids(cluster_means(scored, labels, model.n_clusters))
+    names = name_segments(member_frames(scored, labels, model.n_clusters))
     table = build_segments(
         scored,
         labels,
@@ -136,6 +148,7 @@ def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segmen
         clustered=clusterable(scored),
         segment_ids=ids,
         segment_names=names,
+        stability=(0.9, 0.8),
         as_of=date(2024, 3, 1),
         run_id="r1",
         model_version="1",
@@ -146,9 +159,10 @@ def test_build_segments_assigns_everyone_with_unique_names_and_a_reserved_segmen
     assert assignments.loc["e", "segment_id"] == 0
     assert assignments.loc["e", "segment_name"] == NO_NET_PURCHASES_NAME
     assert pd.isna(assignments.loc["e", "r_score"])
-    # the frequent, recent, big spenders are segment 1 and named from the top of the grid
+    # the frequent, recent, big spenders are segment 1; two of the three are Champions in the grid,
+    # too few for that name: it says what is true of all three
     assert set(assignments.loc[["a", "b", "f"], "segment_id"]) == {1}
-    assert assignments.loc["a", "segment_name"] == "Champions"
+    assert assignments.loc["a", "segment_name"] == "Active repeat buyers"
     assert set(assignments.loc[["c", "d"], "segment_id"]) == {2}
     assert assignments["segment_name"].nunique() == assignments["segment_id"].nunique() == 3
 

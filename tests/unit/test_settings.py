@@ -17,7 +17,7 @@ def test_defaults_need_nothing_installed() -> None:
     assert settings.database_url.get_secret_value() == "sqlite:///segments.db"
     assert settings.source_table == "transactions"
     assert settings.features == ("recency_days", "frequency", "monetary")
-    assert (settings.k_min, settings.k_max, settings.n_clusters) == (2, 10, None)
+    assert (settings.k_min, settings.k_max, settings.n_clusters) == (4, 8, None)
 
 
 def test_environment_and_dotenv_are_read_and_options_win(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -60,7 +60,7 @@ def test_empty_optional_columns_mean_unset(monkeypatch: pytest.MonkeyPatch) -> N
             "qty",
             r"SEGMENTS_QUANTITY_COLUMN: set both SEGMENTS_QUANTITY_COLUMN and SEGMENTS_UNIT_PRICE_COLUMN",
         ),
-        ("SEGMENTS_K_MIN", "12", r"SEGMENTS_K_MIN: k_min \(12\) is greater than k_max \(10\)"),
+        ("SEGMENTS_K_MIN", "12", r"SEGMENTS_K_MIN: k_min \(12\) is greater than k_max \(8\)"),
         (
             "SEGMENTS_CUSTOMER_ID_COLUMN",
             "сustomer_id",
