@@ -152,7 +152,7 @@ def upgrade() -> None:
     open_rows = sa.text("valid_to is null")
     if postgres:
         # the open rows with their segment, read by every run's change detection from the index alone
-        op.execute(f"drop index if exists {quote_table(op.get_bind(), 'customer_segment_history_open_idx', schema)}")
+        op.drop_index("customer_segment_history_open_idx", schema=schema, if_exists=True)
         open_index = ("customer_segment_history_open_rows_idx", ["customer_id"], {"postgresql_include": ["segment_id"]})
     else:
         open_index = ("customer_segment_history_open_idx", ["customer_id"], {})
