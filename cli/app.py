@@ -24,6 +24,7 @@ from cli.options import (
     DryRun,
     ExportFormatChoice,
     Force,
+    FullRefresh,
     IfExists,
     KMax,
     KMin,
@@ -73,7 +74,7 @@ def _run_flow(options: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
     from tasks.extract.source import check_source
     from tasks.settings import load_settings
 
-    flags = ("dry_run", "force", "compare_algorithms")
+    flags = ("dry_run", "force", "compare_algorithms", "full_refresh")
     try:
         # an unset flag is "not given", so SEGMENTS_DRY_RUN can still turn it on
         settings = load_settings(**(options | {flag: options.get(flag) or None for flag in flags}))
@@ -107,6 +108,7 @@ def run(
     dry_run: DryRun = False,
     force: Force = False,
     compare_algorithms: CompareAlgorithms = False,
+    full_refresh: FullRefresh = False,
     partitions: Partitions = None,
     verbose: Verbose = False,
 ) -> None:
@@ -124,6 +126,7 @@ def run(
             "dry_run": dry_run,
             "force": force,
             "compare_algorithms": compare_algorithms,
+            "full_refresh": full_refresh,
             "partitions": partitions,
         },
         verbose,
@@ -316,8 +319,9 @@ def index(
     ] = False,
 ) -> None:
     """Print (or create) the covering index that lets PostgreSQL stream the extract's aggregation from
-    an index-only scan, with no sort and no hash of every order."""
-    from tasks.extract.covering_index import covering_index_statement, create_covering_index
+    an index-only scan, with no sort and no hash of every order; with SEGMENTS_CHANGED_AT_COLUMN, also
+    the index on it that incremental nights find their rows by."""
+    from tasks.extract.covering_index import covering_index_statement, create_source_indexes
     from tasks.settings import load_settings
 
     try:
@@ -328,16 +332,17 @@ def index(
             console.print(covering_index_statement(settings), highlight=False, markup=False, soft_wrap=True)
             return
         with console.status("Creating the index concurrently, then VACUUM ANALYZE (minutes on a large table)..."):
-            built = create_covering_index(settings)
+            indexes = create_source_indexes(settings)
     except SegmentsError as error:
         raise _fail(error) from None
-    console.print(built.statement, highlight=False, markup=False, soft_wrap=True)
-    done = {
-        "created": "Created.",
-        "kept": "It was already there, valid and on these columns: kept it (the source was analyzed again).",
-        "rebuilt": f"Dropped the index of this name and built it again: {built.reason}.",
-    }
-    console.print(done[built.action], highlight=False, markup=False)
+    for built in indexes:
+        console.print(built.statement, highlight=False, markup=False, soft_wrap=True)
+        done = {
+            "created": "Created.",
+            "kept": "It was already there, valid and on these columns: kept it (the source was analyzed again).",
+            "rebuilt": f"Dropped the index of this name and built it again: {built.reason}.",
+        }
+        console.print(done[built.action], highlight=False, markup=False)
 
 
 @app.command()

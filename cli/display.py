@@ -88,6 +88,17 @@ def print_summary(summary: dict[str, Any]) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if summary.get("extract_mode") == "incremental":
+        console.print(
+            f"Incremental night: {summary['customers_recomputed']:,} customers recomputed from "
+            f"{summary['rows_scanned']:,} changed rows; the others carried from the last run.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif summary.get("extract_reason"):
+        corrected = summary.get("reconciliation_differences")
+        fixed = f"; {corrected:,} customers differed from the nights' state" if corrected is not None else ""
+        console.print(f"Full aggregation ({summary['extract_reason']}){fixed}.", highlight=False, soft_wrap=True)
     for note in summary.get("notes") or []:
         errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     if summary.get("algorithm_comparison"):

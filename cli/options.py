@@ -42,6 +42,13 @@ LookbackDays = Annotated[int | None, typer.Option(min=1, help="Only rows of the 
 SampleSize = Annotated[
     int | None, typer.Option(min=100, help="Fit KMeans on at most this many customers [default: 200000].")
 ]
+FullRefresh = Annotated[
+    bool,
+    typer.Option(
+        "--full-refresh",
+        help="With SEGMENTS_CHANGED_AT_COLUMN: aggregate every row tonight and count what the nights got wrong.",
+    ),
+]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Compute and report, write nothing.")]
 Force = Annotated[
     bool,

@@ -82,7 +82,7 @@ PLAIN_STEPS = Steps(
 
 
 def _prefect_extract(settings: SegmentSettings, as_of: date) -> ExtractResult:
-    if settings.partitions > 1:
+    if settings.partitions > 1 and not settings.keeps_state:
         return extract_on_dask(settings, as_of)
     return prefect_tasks.extract_task(settings, as_of)
 
@@ -266,6 +266,22 @@ def segment_customers(
     quantity_column: Annotated[str | None, column_parameter("Quantity", "SEGMENTS_QUANTITY_COLUMN")] = None,
     unit_price_column: Annotated[str | None, column_parameter("Unit price", "SEGMENTS_UNIT_PRICE_COLUMN")] = None,
     order_id_column: Annotated[str | None, column_parameter("Order id", "SEGMENTS_ORDER_ID_COLUMN")] = None,
+    changed_at_column: Annotated[
+        str | None,
+        form_field(
+            "Change column",
+            "Load timestamp or increasing row id of the source: nights then recompute only customers with "
+            "changed rows (PostgreSQL). Empty: SEGMENTS_CHANGED_AT_COLUMN.",
+            **COLUMN_NAME,
+        ),
+    ] = None,
+    full_refresh: Annotated[
+        bool,
+        form_field(
+            "Full refresh",
+            "With a change column: aggregate every row tonight and count the customers the nights got wrong.",
+        ),
+    ] = False,
     output_schema: Annotated[
         str | None,
         form_field(
@@ -296,6 +312,7 @@ def segment_customers(
         quantity_column=quantity_column,
         unit_price_column=unit_price_column,
         order_id_column=order_id_column,
+        changed_at_column=changed_at_column,
         output_schema=output_schema,
         as_of=as_of,
         n_clusters=n_clusters,
@@ -307,6 +324,7 @@ def segment_customers(
         dry_run=dry_run or None,
         force=force or None,
         compare_algorithms=compare_algorithms or None,
+        full_refresh=full_refresh or None,
         partitions=partitions,
     )
     logger = get_run_logger()
@@ -339,7 +357,7 @@ SUMMARY_PROFILE_COLUMNS = [
 
 def run_summary(result: RunResult, *, dry_run: bool) -> dict[str, Any]:
     """What the flow returns (and `segments run` prints): the run's figures as plain data."""
-    outcome, counts = result.outcome, result.extract.counts
+    outcome, counts, state = result.outcome, result.extract.counts, result.extract.state
     return {
         "run_id": result.run_id,
         "as_of": result.as_of.isoformat(),
@@ -350,6 +368,10 @@ def run_summary(result: RunResult, *, dry_run: bool) -> dict[str, Any]:
         "model_action": outcome.decision.action,
         "model_reason": outcome.decision.reason,
         "model_version": outcome.model_version,
+        "extract_mode": "full" if state is None else state.mode,
+        "extract_reason": None if state is None else state.reason,
+        "customers_recomputed": len(outcome.segments.assignments) if state is None else state.customers_recomputed,
+        "reconciliation_differences": None if state is None else state.reconciliation_differences,
         "rows_scanned": counts.rows_scanned,
         "rejected_by_reason": counts.rejected_by_reason,
         "guest_rows": counts.guest_rows,

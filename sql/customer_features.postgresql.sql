@@ -9,17 +9,22 @@
 --   customer_id      only when scoring one customer (`segments score`)
 --   lower_bound, upper_bound  only for a partitioned extract: the customer ids at or above the lower
 --                    and below the upper bound (each only when the partition has that bound)
+-- Times leave as epoch microseconds; the reader derives recency and tenure at as-of from them. With
+-- `pending` (incremental runs keep per-customer state) rows at or after as-of are read too: a customer
+-- with only those is returned with window_rows 0, and pending_from_us says when they start to count.
 with source_rows as (
     {% filter indent(4) %}{% include "_source_rows.postgresql.sql" %}{% endfilter %}
 ),
 
-window_rows as (
-    select *
+accepted_rows as (
+    select *, occurred_at < cast(:as_of_ts as {{ time_type }}) as in_window
     from source_rows
     where customer_id is not null
         and occurred_at is not null
         and amount is not null
+        {% if not pending %}
         and occurred_at < cast(:as_of_ts as {{ time_type }})
+        {% endif %}
         {% if lookback %}
         and occurred_at >= cast(:window_start_ts as {{ time_type }})
         {% endif %}
@@ -31,16 +36,28 @@ window_rows as (
         {% endif %}
 ),
 
--- An order's net amount is the sum of its lines, its time the latest line's; without an order id
--- every row is one order.
+-- An order's net amount is the sum of its lines in the window, its time the latest such line's;
+-- without an order id every row is one order.
 orders as (
     {% if order_id %}
-    select customer_id, max(occurred_at) as ordered_at, sum(amount) as net_amount
-    from window_rows
+    select
+        customer_id,
+        max(occurred_at) filter (where in_window) as ordered_at,
+        sum(amount) filter (where in_window) as net_amount,
+        count(*) filter (where in_window) as window_rows,
+        min(occurred_at) filter (where in_window) as earliest_at,
+        min(occurred_at) filter (where not in_window) as pending_at
+    from accepted_rows
     group by customer_id, order_id
     {% else %}
-    select customer_id, occurred_at as ordered_at, amount as net_amount
-    from window_rows
+    select
+        customer_id,
+        case when in_window then occurred_at end as ordered_at,
+        case when in_window then amount end as net_amount,
+        case when in_window then 1 else 0 end as window_rows,
+        case when in_window then occurred_at end as earliest_at,
+        case when not in_window then occurred_at end as pending_at
+    from accepted_rows
     {% endif %}
 ),
 
@@ -50,20 +67,24 @@ customers as (
         count(*) filter (where net_amount > 0) as frequency,
         sum(net_amount) as monetary,
         max(ordered_at) filter (where net_amount > 0) as last_order_at,
-        min(ordered_at) filter (where net_amount > 0) as first_order_at
+        min(ordered_at) filter (where net_amount > 0) as first_order_at,
+        sum(window_rows) as window_rows,
+        min(earliest_at) as earliest_at,
+        min(pending_at) as pending_at
     from orders
     group by customer_id
 )
 
--- Whole days through date_part, a double precision (extract returns a slower numeric); a double holds
--- an interval's seconds to the microsecond for far more than a century, so the floor is exact.
--- monetary leaves as its exact numeric text; the reader divides it by frequency for avg_order_value.
+-- Epoch seconds through date_part, a double precision (extract returns a slower numeric); a double
+-- holds today's epoch to a fraction of a microsecond, so the rounding is exact. monetary leaves as its
+-- exact numeric text.
 select
     customer_id,
     frequency,
     monetary,
-    cast(floor(date_part('epoch', cast(:as_of_ts as {{ time_type }}) - last_order_at) / 86400) as bigint)
-        as recency_days,
-    cast(floor(date_part('epoch', cast(:as_of_ts as {{ time_type }}) - first_order_at) / 86400) as bigint)
-        as tenure_days
+    cast(round(date_part('epoch', last_order_at) * 1000000) as bigint) as last_order_us,
+    cast(round(date_part('epoch', first_order_at) * 1000000) as bigint) as first_order_us,
+    window_rows,
+    cast(round(date_part('epoch', earliest_at) * 1000000) as bigint) as earliest_row_us,
+    cast(round(date_part('epoch', pending_at) * 1000000) as bigint) as pending_from_us
 from customers

@@ -48,11 +48,13 @@ customers as (
     group by customer_id
 )
 
--- Whole days are counted in integer milliseconds so that float noise cannot move a floor.
+-- Times leave as epoch microseconds (to the millisecond, so that float noise in a Julian day cannot
+-- move a day boundary); the reader derives recency and tenure at as-of from them. SQLite runs always
+-- aggregate in full: every customer here has rows in the window.
 select
     customer_id,
     frequency,
     net_micros / 1000000.0 as monetary,
-    cast(round((julianday(:as_of) - last_order_jd) * 86400000) as integer) / 86400000 as recency_days,
-    cast(round((julianday(:as_of) - first_order_jd) * 86400000) as integer) / 86400000 as tenure_days
+    cast(round((last_order_jd - 2440587.5) * 86400000) as integer) * 1000 as last_order_us,
+    cast(round((first_order_jd - 2440587.5) * 86400000) as integer) * 1000 as first_order_us
 from customers

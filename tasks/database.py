@@ -91,6 +91,7 @@ class SqlKeyword(str):
             "double precision",
             "timestamp",
             "timestamptz",
+            "date",
             "jsonb",
         }
     )

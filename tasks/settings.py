@@ -87,6 +87,9 @@ class SegmentSettings(BaseSettings):
     quantity_column: str | None = None
     unit_price_column: str | None = None
     order_id_column: str | None = None
+    # a load timestamp or increasing row id every inserted or updated row gets a later value of: with
+    # it, a night recomputes only the customers with changed rows (PostgreSQL; tasks/extract/incremental.py)
+    changed_at_column: str | None = None
     customer_table: str | None = None
     features: Annotated[tuple[str, ...], NoDecode] = ("recency_days", "frequency", "monetary")
     output_schema: str = "public"
@@ -116,6 +119,10 @@ class SegmentSettings(BaseSettings):
     force: bool = False
     report_path: str | None = DEFAULT_REPORT_PATH
     compare_algorithms: bool = False
+    # with a change column: rebuild the per-customer state from every row (and count how many customers
+    # it corrects) when the last full aggregation is this many days older than the as-of date
+    full_refresh_days: int = Field(default=7, ge=1, le=3650)
+    full_refresh: bool = False
     # --- scale-out: the extract's aggregation in customer partitions on Dask ------------------------
     partitions: int = Field(default=1, ge=1, le=64)
     dask_address: str | None = None
@@ -125,6 +132,7 @@ class SegmentSettings(BaseSettings):
         "quantity_column",
         "unit_price_column",
         "order_id_column",
+        "changed_at_column",
         "customer_table",
         "report_path",
         "dask_address",
@@ -143,6 +151,7 @@ class SegmentSettings(BaseSettings):
         "quantity_column",
         "unit_price_column",
         "order_id_column",
+        "changed_at_column",
         "output_schema",
     )
     @classmethod
@@ -221,6 +230,11 @@ class SegmentSettings(BaseSettings):
                 "partitions: partitioned extracts need a PostgreSQL transactions source (they share one "
                 "snapshot); use 1 with SQLite or customer attributes alone"
             )
+        if self.changed_at_column and self.dialect != "postgresql":
+            raise ValueError(
+                "changed_at_column: incremental nights need PostgreSQL; an SQLite source is aggregated in full "
+                "every run, so leave SEGMENTS_CHANGED_AT_COLUMN empty"
+            )
         if not self.source_table:
             return self  # attributes alone: the transaction column mapping is not used
         if (self.quantity_column is None) != (self.unit_price_column is None):
@@ -254,6 +268,11 @@ class SegmentSettings(BaseSettings):
     def attribute_features(self) -> tuple[str, ...]:
         """The features that are customer-table columns."""
         return tuple(name for name in self.features if name not in COMPUTED_FEATURES)
+
+    @property
+    def keeps_state(self) -> bool:
+        """Whether runs keep per-customer state for incremental nights (a change column is named)."""
+        return bool(self.changed_at_column and self.source_table)
 
     @property
     def uses_quantity_times_price(self) -> bool:

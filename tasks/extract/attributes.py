@@ -8,6 +8,7 @@ of its own. The table is read once per run, only the id and the chosen columns.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any
 
@@ -119,12 +120,7 @@ def join_attributes(extract: ExtractResult, settings: SegmentSettings) -> Extrac
         )
     else:
         joined = features.merge(attributes, on="customer_id", how="left")
-    return ExtractResult(
-        features=joined,
-        counts=extract.counts,
-        as_of=extract.as_of,
-        customer_id_is_integer=extract.customer_id_is_integer,
-    )
+    return dataclasses.replace(extract, features=joined)
 
 
 def extract_attributes_only(settings: SegmentSettings, as_of: Any) -> ExtractResult:

@@ -41,23 +41,36 @@ def covering_index_columns(settings: SegmentSettings) -> list[str]:
     return columns
 
 
-def covering_index_sql(engine: Engine, settings: SegmentSettings) -> str:
-    """``CREATE INDEX CONCURRENTLY`` of the covering index for the configured source (PostgreSQL)."""
+def change_index_name(settings: SegmentSettings) -> str:
+    """The name of the index on the change column (incremental nights find the night's rows by it)."""
+    _, table = split_table_name(settings.source_table)
+    return f"{table[:40]}_segments_changed_idx"
+
+
+def source_indexes(settings: SegmentSettings) -> list[tuple[str, list[str]]]:
+    """The indexes the job reads the source by, as (name, columns): the covering index, and with a
+    change column an index on it."""
+    indexes = [(covering_index_name(settings), covering_index_columns(settings))]
+    if settings.changed_at_column:
+        indexes.append((change_index_name(settings), [settings.changed_at_column]))
+    return indexes
+
+
+def index_sql(engine: Engine, settings: SegmentSettings, name: str, columns: list[str]) -> str:
+    """``CREATE INDEX CONCURRENTLY`` of an index of the configured source (PostgreSQL)."""
     return load_sql(
         "covering_index",
-        index_name=quote_identifier(engine, covering_index_name(settings), "index"),
+        index_name=quote_identifier(engine, name, "index"),
         source_table=quote_table(engine, settings.source_table),
-        columns=QuotedIdentifier(
-            ", ".join(quote_identifier(engine, column) for column in covering_index_columns(settings))
-        ),
+        columns=QuotedIdentifier(", ".join(quote_identifier(engine, column) for column in columns)),
     )
 
 
 def covering_index_statement(settings: SegmentSettings) -> str:
-    """The ``CREATE INDEX`` statement of the covering index, as `segments index` prints it."""
+    """The ``CREATE INDEX`` statements of the source's indexes, as `segments index` prints them."""
     engine = make_engine(settings.database_url.get_secret_value())
     try:
-        return covering_index_sql(engine, settings)
+        return "\n".join(index_sql(engine, settings, name, columns) for name, columns in source_indexes(settings))
     finally:
         engine.dispose()
 
@@ -77,9 +90,17 @@ def covering_index_lock_key(settings: SegmentSettings) -> int:
     return lock_key(settings, f"covering-index:{settings.source_table}")
 
 
-def create_covering_index(settings: SegmentSettings) -> CoveringIndex:
-    """Create the covering index (outside a transaction, as CONCURRENTLY requires), then VACUUM ANALYZE
-    the source so that index-only scans need no heap visits. Needs the source table's owner.
+def create_source_indexes(settings: SegmentSettings) -> list[CoveringIndex]:
+    """Create every index of :func:`source_indexes` (see :func:`create_covering_index`)."""
+    return [create_covering_index(settings, name, columns) for name, columns in source_indexes(settings)]
+
+
+def create_covering_index(
+    settings: SegmentSettings, name: str | None = None, columns: list[str] | None = None
+) -> CoveringIndex:
+    """Create the covering index, or the index ``name`` on ``columns`` (outside a transaction, as
+    CONCURRENTLY requires), then VACUUM ANALYZE the source so that index-only scans need no heap
+    visits. Needs the source table's owner.
 
     A concurrent build that failed or was interrupted (cancelled, its connection lost, a deadlock)
     leaves its index behind, invalid: PostgreSQL keeps it up to date but never reads it, and ``IF NOT
@@ -93,11 +114,11 @@ def create_covering_index(settings: SegmentSettings) -> CoveringIndex:
     engine = make_engine(url)
     try:
         inspect_source(engine, settings)
-        statement = covering_index_sql(engine, settings)
+        name = name or covering_index_name(settings)
+        columns = columns or covering_index_columns(settings)
+        statement = index_sql(engine, settings, name, columns)
         schema, _ = split_table_name(settings.source_table)
-        name = covering_index_name(settings)
         source_table = quote_table(engine, settings.source_table)
-        columns = covering_index_columns(settings)
 
         def busy(who: str) -> SegmentsError:
             return IndexBuildInProgressError(

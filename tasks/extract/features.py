@@ -19,7 +19,7 @@ from sqlalchemy import Connection, text
 from tasks.database import connection_errors, make_engine
 from tasks.errors import EmptySourceError
 from tasks.extract.queries import customer_id_value, query_parameters, render_count_query, render_feature_query
-from tasks.extract.result import REJECTION_REASONS, ExtractResult, RowCounts
+from tasks.extract.result import REJECTION_REASONS, ExtractResult, RowCounts, as_of_start
 from tasks.extract.source import inspect_source, integer_ids
 from tasks.settings import COMPUTED_FEATURES, SegmentSettings
 
@@ -70,7 +70,7 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
         )
     if counts.rows_scanned == 0:
         raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
-    features = typed_features([rows], source.customer_id_is_integer, settings.source_table)
+    features = features_at(typed_customer_rows([rows], source.customer_id_is_integer, settings.source_table), as_of)
     if features.empty:
         window = f"in the {settings.lookback_days} days " if settings.lookback_days else ""
         raise EmptySourceError(
@@ -134,7 +134,10 @@ def read_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.Dat
     table = pacsv.read_csv(
         pa.BufferReader(buffer.getbuffer()),
         convert_options=pacsv.ConvertOptions(
-            null_values=["\\N"], strings_can_be_null=True, column_types={"customer_id": pa.string()}
+            null_values=["\\N"],
+            strings_can_be_null=True,
+            # monetary stays the database's exact text until the features need a number
+            column_types={"customer_id": pa.string(), "monetary": pa.string()},
         ),
     )
     return table.to_pandas()
@@ -145,19 +148,55 @@ def _reasons_text(rejected: dict[str, int]) -> str:
     return ", ".join(parts) or "none"
 
 
-def typed_features(frames: list[pd.DataFrame], customer_id_is_integer: bool, table: str) -> pd.DataFrame:
-    """The fetched rows with their final dtypes and the average order value (``monetary /
-    frequency``), sorted by customer id. Ids are int64 when the source's id column holds numbers
-    (see :func:`tasks.extract.source.integer_ids`), text otherwise."""
-    frame = (
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["customer_id", *COMPUTED_FEATURES])
-    )
+#: What the feature query returns per customer: the running aggregates an incremental night keeps as
+#: state. Times are epoch microseconds; monetary is the database's exact text on PostgreSQL.
+CUSTOMER_ROW_COLUMNS = [
+    "customer_id",
+    "frequency",
+    "monetary",
+    "last_order_us",
+    "first_order_us",
+    "window_rows",
+    "earliest_row_us",
+    "pending_from_us",
+]
+_MICROSECOND_COLUMNS = ("last_order_us", "first_order_us", "earliest_row_us", "pending_from_us")
+DAY_MICROSECONDS = 86_400_000_000
+
+
+def typed_customer_rows(frames: list[pd.DataFrame], customer_id_is_integer: bool, table: str) -> pd.DataFrame:
+    """The feature query's rows (of one query or several partitions) with their final dtypes: ids
+    int64 when the source's id column holds numbers (see :func:`tasks.extract.source.integer_ids`),
+    text otherwise; counts and times as (nullable) integers; monetary as read."""
+    present = [column for column in CUSTOMER_ROW_COLUMNS if any(column in frame for frame in frames)]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CUSTOMER_ROW_COLUMNS[:5])
+    frame = frame[present or CUSTOMER_ROW_COLUMNS[:5]]
     ids = frame["customer_id"]
     frame["customer_id"] = integer_ids(ids, table) if customer_id_is_integer else ids.astype("string")
     frame["frequency"] = frame["frequency"].astype("int64")
-    for name in ("recency_days", "tenure_days"):
-        frame[name] = frame[name].astype("Int64")
-    frame["monetary"] = pd.to_numeric(frame["monetary"], errors="raise").astype("float64")
+    for name in ("window_rows", *_MICROSECOND_COLUMNS):
+        if name in frame:
+            frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def features_at(rows: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """Per-customer features as of ``as_of`` from the customer rows: the customers with rows in the
+    window, ``recency_days`` / ``tenure_days`` as whole days from the last / first order to as-of 00:00
+    UTC (null without an order), and the average order value (``monetary / frequency``), sorted by
+    customer id. The one place these definitions meet the data, for full and incremental runs."""
+    if "window_rows" in rows:
+        rows = rows[rows["window_rows"] > 0]
+    as_of_us = int(as_of_start(as_of).timestamp()) * 1_000_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": rows["customer_id"],
+            "recency_days": (as_of_us - rows["last_order_us"].astype("Int64")) // DAY_MICROSECONDS,
+            "frequency": rows["frequency"].astype("int64"),
+            "monetary": pd.to_numeric(rows["monetary"], errors="raise").astype("float64"),
+            "tenure_days": (as_of_us - rows["first_order_us"].astype("Int64")) // DAY_MICROSECONDS,
+        }
+    )
     # no orders with a positive net, no average
     frame["avg_order_value"] = frame["monetary"] / frame["frequency"].where(frame["frequency"] > 0)
     frame = frame[["customer_id", *COMPUTED_FEATURES]]

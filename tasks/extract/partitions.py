@@ -26,7 +26,13 @@ from sqlalchemy import Connection, text
 
 from tasks.database import connection_errors, load_sql, make_engine, quote_identifier, quote_table
 from tasks.errors import ConfigurationError, EmptySourceError, ExtractTimeoutError
-from tasks.extract.features import begin_extract_transaction, count_rows, read_with_copy, typed_features
+from tasks.extract.features import (
+    begin_extract_transaction,
+    count_rows,
+    features_at,
+    read_with_copy,
+    typed_customer_rows,
+)
 from tasks.extract.queries import query_parameters, render_count_query, render_feature_query
 from tasks.extract.result import ExtractResult
 from tasks.extract.source import SourceColumns, inspect_source
@@ -181,7 +187,7 @@ def extract_in_partitions(settings: SegmentSettings, as_of: date, run_partitions
         counts = count_rows(conn, count_sql, params)
     if counts.rows_scanned == 0:
         raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
-    features = typed_features(frames, source.customer_id_is_integer, settings.source_table)
+    features = features_at(typed_customer_rows(frames, source.customer_id_is_integer, settings.source_table), as_of)
     if features.empty:
         raise EmptySourceError(f"no usable rows before as-of {as_of.isoformat()} in {settings.source_table!r}")
     return ExtractResult(

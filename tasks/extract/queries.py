@@ -23,33 +23,52 @@ def render_feature_query(
     one_customer: bool = False,
     lower_bound: bool = False,
     upper_bound: bool = False,
+    changed_customers: QuotedIdentifier | None = None,
 ) -> str:
     """The feature query for the settings' dialect with the mapped identifiers quoted in; with
     ``lower_bound`` / ``upper_bound`` (PostgreSQL), only the customer ids at or above ``:lower_bound``
-    / below ``:upper_bound`` (a partition)."""
-    return _render("customer_features", engine, settings, source, one_customer, (lower_bound, upper_bound))
+    / below ``:upper_bound`` (a partition); with ``changed_customers``, only the customers whose ids
+    that table holds (an incremental run). When runs keep state, rows at or after as-of are read too."""
+    return _render(
+        "customer_features",
+        engine,
+        settings,
+        source,
+        one_customer=one_customer,
+        lower_bound=lower_bound,
+        upper_bound=upper_bound,
+        changed_customers=changed_customers,
+        pending=settings.keeps_state and not one_customer,
+    )
 
 
 def render_count_query(
-    engine: Engine, settings: SegmentSettings, source: SourceColumns, one_customer: bool = False
-) -> str:
-    """The query counting the rows scanned, in the window and rejected by reason."""
-    return _render("source_row_counts", engine, settings, source, one_customer, counting=True)
-
-
-def _render(
-    template: str,
     engine: Engine,
     settings: SegmentSettings,
     source: SourceColumns,
-    one_customer: bool,
-    bounds: tuple[bool, bool] = (False, False),
-    counting: bool = False,
+    one_customer: bool = False,
+    changed_since: bool = False,
 ) -> str:
+    """The query counting the rows scanned, in the window and rejected by reason; with
+    ``changed_since``, only the rows changed after ``:watermark`` (an incremental run)."""
+    return _render(
+        "source_row_counts", engine, settings, source, one_customer=one_customer, changed_since=changed_since
+    )
+
+
+def _render(template: str, engine: Engine, settings: SegmentSettings, source: SourceColumns, **flags: Any) -> str:
     def column(name: str | None) -> QuotedIdentifier | None:
         return quote_identifier(engine, name, "column") if name else None
 
     use_quantity = settings.uses_quantity_times_price
+    selections: dict[str, Any] = {
+        "one_customer": False,
+        "lower_bound": False,
+        "upper_bound": False,
+        "changed_customers": None,
+        "changed_since": False,
+        "pending": False,
+    }
     return load_sql(
         template,
         settings.dialect,
@@ -60,13 +79,13 @@ def _render(
         quantity=column(settings.quantity_column) if use_quantity else None,
         unit_price=column(settings.unit_price_column) if use_quantity else None,
         order_id=column(settings.order_id_column),
+        changed_at=column(settings.changed_at_column),
+        changed_type=SqlKeyword(source.changed_at_type or "bigint"),
         lookback=settings.lookback_days is not None,
-        one_customer=one_customer,
-        lower_bound=bounds[0],
-        upper_bound=bounds[1],
         time_type=SqlKeyword(source.time_type or "timestamptz"),
         cast_occurred_at=source.time_type is None,
-        amount_is_null=counting,
+        amount_is_null=template == "source_row_counts",
+        **(selections | flags),
     )
 
 

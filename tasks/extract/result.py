@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -49,6 +49,26 @@ class ExtractResult:
     counts: RowCounts
     as_of: date
     customer_id_is_integer: bool
+    # runs with a change column: the per-customer state the write keeps for the next night
+    state: StateUpdate | None = None
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """What a run with a change column hands the write for ``customer_feature_state`` and its run
+    record: the customer rows to store (every customer after a full aggregation; the recomputed ones
+    after an incremental night, whose earlier rows, ``recomputed_ids``, are replaced), the watermark
+    the next night reads from, and what the run did."""
+
+    mode: Literal["full", "incremental"]
+    reason: str
+    rows: pd.DataFrame
+    recomputed_ids: list[Any] | None
+    watermark: str | None
+    fingerprint: str
+    customers_recomputed: int
+    # a full aggregation over valid state: customers whose stored state it corrected
+    reconciliation_differences: int | None = None
 
 
 def as_of_start(as_of: date) -> datetime:

@@ -31,6 +31,9 @@ class SourceColumns:
     # PostgreSQL: "timestamp" or "timestamptz" for a timestamp column, compared with bounds of its own
     # type (so an index on it stays usable); None for a date, which the queries cast
     time_type: str | None = None
+    # PostgreSQL, with a change column: its type as the watermark is cast to (bigint, numeric,
+    # timestamp, timestamptz or date)
+    changed_at_type: str | None = None
 
 
 def column_roles(settings: SegmentSettings) -> list[tuple[str, str]]:
@@ -50,6 +53,8 @@ def column_roles(settings: SegmentSettings) -> list[tuple[str, str]]:
         roles.append(("amount_column", settings.amount_column))
     if settings.order_id_column:
         roles.append(("order_id_column", settings.order_id_column))
+    if settings.changed_at_column:
+        roles.append(("changed_at_column", settings.changed_at_column))
     return roles
 
 
@@ -97,13 +102,35 @@ def inspect_source(engine: Engine, settings: SegmentSettings) -> SourceColumns:
             f"column {settings.occurred_at_column!r} in {settings.source_table!r} has type {occurred_type}, "
             f"not a date or timestamp; set {env_var('occurred_at_column')} (or cast it in a view)"
         )
+    changed_at_type = None
+    if settings.changed_at_column:
+        changed_at_type = _watermark_type(found_types["changed_at_column"])
+        if changed_at_type is None:
+            raise SourceError(
+                f"column {settings.changed_at_column!r} in {settings.source_table!r} has type "
+                f"{found_types['changed_at_column']}, not a timestamp, date or number; set "
+                f"{env_var('changed_at_column')} to a load timestamp or an increasing row id"
+            )
     return SourceColumns(
         table=settings.source_table,
         customer_id_is_integer=is_number_type(found_types["customer_id_column"]),
         occurred_at_type=str(occurred_type),
         amount_types={field: str(found_types[field]) for field in found_types if "amount" in field},
         time_type=_native_time_type(occurred_type) if settings.dialect == "postgresql" else None,
+        changed_at_type=changed_at_type,
     )
+
+
+def _watermark_type(column_type: Any) -> str | None:
+    if isinstance(column_type, sqltypes.DateTime):
+        return "timestamptz" if column_type.timezone else "timestamp"
+    if isinstance(column_type, sqltypes.Date):
+        return "date"
+    if isinstance(column_type, sqltypes.Integer):
+        return "bigint"
+    if isinstance(column_type, sqltypes.Numeric) and not isinstance(column_type, sqltypes.Float):
+        return "numeric"
+    return None
 
 
 def _native_time_type(column_type: Any) -> str | None:

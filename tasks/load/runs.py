@@ -55,6 +55,12 @@ RUN_COLUMNS = {
     "error": sa.Text,
     "guest_rows": sa.BigInteger,
     "guest_net_amount": sa.Float,
+    "extract_mode": sa.Text,
+    "extract_reason": sa.Text,
+    "customers_recomputed": sa.BigInteger,
+    "reconciliation_differences": sa.BigInteger,
+    "watermark": sa.Text,
+    "state_fingerprint": sa.Text,
 }
 
 
@@ -178,12 +184,29 @@ def run_record_fields(extract: ExtractResult, outcome: ModelOutcome) -> dict[str
         "rejected_by_reason": counts.rejected_by_reason,
         "guest_rows": counts.guest_rows,
         "guest_net_amount": counts.guest_net_amount,
+        **state_run_fields(extract),
         "customers": len(assignments),
         "customers_clustered": clustered,
         "customers_no_net_purchases": len(assignments) - clustered,
         "elbow": outcome.curve.as_dict() if outcome.curve else None,
         "algorithm_comparison": outcome.comparison,
         **outcome.metrics,
+    }
+
+
+def state_run_fields(extract: ExtractResult) -> dict[str, Any]:
+    """How the run extracted (``full`` or ``incremental``, and why), how many customers it aggregated,
+    what a full aggregation corrected, and the state's watermark; ``full`` alone without state."""
+    state = extract.state
+    if state is None:
+        return {"extract_mode": "full", "customers_recomputed": len(extract.features)}
+    return {
+        "extract_mode": state.mode,
+        "extract_reason": state.reason,
+        "customers_recomputed": state.customers_recomputed,
+        "reconciliation_differences": state.reconciliation_differences,
+        "watermark": state.watermark,
+        "state_fingerprint": state.fingerprint,
     }
 
 

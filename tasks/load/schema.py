@@ -38,6 +38,7 @@ class OutputTables:
     customer_segments: QuotedIdentifier
     customer_segment_history: QuotedIdentifier
     segment_transitions: QuotedIdentifier
+    customer_feature_state: QuotedIdentifier
     schema_name: str | None
 
     def table(self, name: str, columns: dict[str, Any]) -> sa.TableClause:
@@ -56,6 +57,7 @@ def output_tables(engine: Engine | Connection, settings: SegmentSettings) -> Out
         customer_segments=quote_table(engine, "customer_segments", schema),
         customer_segment_history=quote_table(engine, "customer_segment_history", schema),
         segment_transitions=quote_table(engine, "segment_transitions", schema),
+        customer_feature_state=quote_table(engine, "customer_feature_state", schema),
         schema_name=schema,
     )
 

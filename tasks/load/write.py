@@ -1,7 +1,8 @@
-"""A run's outputs written in one transaction: assignments, history, a newly fitted model, the as-of
-date's profiles and the closed run record. Readers (BI tools) see the previous state until it
-commits; a failure at any point rolls it all back. Re-running an as-of date replaces that date's
-profiles and marks the earlier run ``superseded``."""
+"""A run's outputs written in one transaction: assignments, history, a newly fitted model, the
+per-customer state of incremental nights, the as-of date's profiles and the closed run record.
+Readers (BI tools) see the previous state until it commits; a failure at any point rolls it all
+back. Re-running an as-of date replaces that date's profiles and marks the earlier run
+``superseded``."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import sqlalchemy as sa
 
 from tasks.database import connection_errors, make_engine
 from tasks.errors import LockTimeoutError
-from tasks.extract.result import ExtractResult
+from tasks.extract.result import ExtractResult, StateUpdate
 from tasks.load.assignments import records, replace_assignments, stage_assignments
 from tasks.load.checks import check_output, read_output_figures
 from tasks.load.history import update_history
 from tasks.load.model_store import insert_model
 from tasks.load.runs import JSON, RUN_COLUMNS, finished_run_values, run_record_fields
 from tasks.load.schema import describe_outputs, output_tables
+from tasks.load.state import write_state
 from tasks.model.lifecycle import StoredModel
 from tasks.model.segments import SegmentTable
 from tasks.settings import SegmentSettings
@@ -39,6 +41,7 @@ def write_run_outputs(
     run_fields: dict[str, Any],
     new_model: StoredModel | None = None,
     allowed_names: set[str] | None = None,
+    state: StateUpdate | None = None,
 ) -> bool:
     """Write the run's outputs in one transaction (see the module). On PostgreSQL the wait for a lock
     held by another session (a long BI query on ``customer_segments``) is bounded by
@@ -62,6 +65,8 @@ def write_run_outputs(
             replace_assignments(conn, tables, list(assignments.columns))
             if new_model is not None:
                 insert_model(conn, tables, new_model)
+            if state is not None:
+                write_state(conn, tables, state)
             kinds = {str(column): JSON if column in PROFILE_JSON_COLUMNS else None for column in segments.profiles}
             profiles = tables.table("segment_profiles", kinds | {"as_of": sa.Date})
             conn.execute(profiles.delete().where(profiles.c.as_of == as_of))
@@ -108,4 +113,5 @@ def write_run(settings: SegmentSettings, run_id: str, extract: ExtractResult, ou
         run_fields=run_record_fields(extract, outcome),
         new_model=outcome.new_model,
         allowed_names=outcome.allowed_names,
+        state=extract.state,
     )

@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,9 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.settings import load_settings
+from tests.sql.test_customer_features import assert_features_equal, features_by_customer
 from tests.support.backend import Backend
+from tests.support.reference import reference_features
 from tests.support.shop import AS_OF, load_synthetic, run_on
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +68,7 @@ def snapshot(backend: Backend) -> dict[str, pd.DataFrame]:
                 ("customer_segment_history", "customer_id, valid_from"),
                 ("segment_profiles", "run_id, segment_id"),
                 ("segment_models", "model_version"),
+                ("customer_feature_state", "customer_id"),
             )
         }
 
@@ -86,10 +90,10 @@ def runs(backend: Backend) -> pd.DataFrame:
         return pd.read_sql(sa.text(f"select * from {backend.schema}.segment_runs order by started_at"), conn)
 
 
-def start_job(backend: Backend, tmp_path: Path) -> subprocess.Popen[str]:
+def start_job(backend: Backend, tmp_path: Path, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", JOB],
-        env=env_for(backend),
+        env=env_for(backend) | env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -124,14 +128,18 @@ def hold_previous_run(backend: Backend, run_id: str) -> sa.Connection:
 
 
 def job_blocked_in_its_write(
-    shop: Backend, tmp_path: Path
+    shop: Backend, tmp_path: Path, between: Callable[[], None] = lambda: None, **env: str
 ) -> tuple[dict[str, pd.DataFrame], sa.Connection, subprocess.Popen[str], int]:
-    """A first successful run, then a refitting job stopped inside its write transaction by a row lock
-    the test holds. Returns the first run's tables, the lock, the job and its server process id."""
-    first = run_on(settings_of(shop), AS_OF).run_id
+    """A first successful run, then (after ``between``) a refitting job stopped inside its write
+    transaction by a row lock the test holds. Returns the first run's tables, the lock, the job and
+    its server process id."""
+    first = run_on(
+        settings_of(shop, **{key.removeprefix("SEGMENTS_").lower(): value for key, value in env.items()}), AS_OF
+    ).run_id
+    between()
     before = snapshot(shop)
     lock = hold_previous_run(shop, first)
-    job = start_job(shop, tmp_path)
+    job = start_job(shop, tmp_path, **env)
     try:
         return before, lock, job, wait_until_blocked(shop, job)
     except BaseException:
@@ -142,9 +150,7 @@ def job_blocked_in_its_write(
         raise
 
 
-def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tmp_path: Path) -> None:
-    before, lock, job, backend_pid = job_blocked_in_its_write(shop, tmp_path)
-
+def kill_blocked_job(shop: Backend, lock: sa.Connection, job: subprocess.Popen[str], backend_pid: int) -> None:
     os.killpg(job.pid, signal.SIGKILL)
     job.communicate(timeout=30)
     lock.rollback()  # let the orphaned server process go on; it finds its client gone and rolls back
@@ -157,6 +163,12 @@ def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tm
                 break
             time.sleep(0.1)
             conn.rollback()
+
+
+def test_sigkill_during_the_write_leaves_the_previous_segments(shop: Backend, tmp_path: Path) -> None:
+    before, lock, job, backend_pid = job_blocked_in_its_write(shop, tmp_path)
+
+    kill_blocked_job(shop, lock, job, backend_pid)
 
     after = snapshot(shop)
     for table, frame in before.items():
@@ -212,4 +224,51 @@ def test_sigkill_just_after_the_commit_leaves_the_new_segments_consistent(shop: 
     assert_consistent(shop)
     run_on(settings_of(shop), AS_OF)
     assert runs(shop)["status"].tolist() == ["superseded", "superseded", "succeeded"]
+    assert_consistent(shop)
+
+
+def test_an_incremental_night_killed_between_its_state_and_its_segments_changes_none(
+    shop: Backend, tmp_path: Path
+) -> None:
+    with shop.engine().begin() as conn:  # a load sequence: every row inserted from now on gets a later value
+        conn.exec_driver_sql(f"alter table {shop.table('transactions')} add column loaded_seq bigserial")
+
+    def load_a_night() -> None:
+        with shop.engine().begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"insert into {shop.table('transactions')} (customer_id, order_id, occurred_at, amount) "
+                    "select customer_id, order_id, occurred_at - interval '1 day', -amount from "
+                    f"{shop.table('transactions')} where customer_id is not null and amount > 0 "
+                    "and occurred_at < :as_of order by loaded_seq limit 5"
+                ),
+                {"as_of": AS_OF},
+            )
+            conn.execute(
+                sa.text(
+                    f"insert into {shop.table('transactions')} (customer_id, order_id, occurred_at, amount) "
+                    "values ('C999001', 'O-NEW', :at, 25.00)"
+                ),
+                {"at": datetime.combine(AS_OF, datetime.min.time()) - timedelta(hours=6)},
+            )
+
+    before, lock, job, backend_pid = job_blocked_in_its_write(
+        shop, tmp_path, load_a_night, SEGMENTS_CHANGED_AT_COLUMN="loaded_seq"
+    )
+    assert len(before["customer_feature_state"]) > 250  # the first run kept its state
+    watermark = runs(shop)["watermark"].iloc[0]
+
+    kill_blocked_job(shop, lock, job, backend_pid)  # after it replaced the state, before it committed
+
+    after = snapshot(shop)
+    for table in ("customer_feature_state", "customer_segments", "customer_segment_history"):
+        pd.testing.assert_frame_equal(after[table], before[table], obj=table)
+    assert runs(shop)["watermark"].iloc[0] == watermark and pd.isna(runs(shop)["watermark"].iloc[1])
+    night = run_on(settings_of(shop, changed_at_column="loaded_seq"), AS_OF)
+    assert night.extract.state is not None and night.extract.state.mode == "incremental"
+    with shop.engine().connect() as conn:
+        rows = pd.read_sql(sa.text(f"select * from {shop.table('transactions')}"), conn)
+    expected = reference_features(rows, AS_OF)
+    assert expected["C999001"][1] == 1
+    assert_features_equal(features_by_customer(night.extract.features), expected)
     assert_consistent(shop)
