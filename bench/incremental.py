@@ -238,7 +238,7 @@ def main() -> None:
         return
 
     def step(*arguments: str) -> dict[str, float]:
-        figures, _ = child(REPO, args.url, *arguments, options=("--rows", str(args.rows)))
+        figures, _ = child(REPO, args.url, *arguments, options=("--rows", str(args.rows)), script=__file__)
         return figures
 
     table: dict[int, dict[str, list[dict[str, float]]]] = {}

@@ -162,15 +162,17 @@ def settle(url: str) -> None:
     engine.dispose()
 
 
-def child(code: Path, url: str, *arguments: str, options: tuple[str, ...] = ()) -> tuple[dict[str, float], float]:
-    """Run this script's ``--child`` step with the code of ``code`` importable; its figures (with
+def child(
+    code: Path, url: str, *arguments: str, options: tuple[str, ...] = (), script: str = __file__
+) -> tuple[dict[str, float], float]:
+    """Run ``script``'s (this one's) ``--child`` step with the code of ``code`` importable; its figures (with
     ``process_seconds``, the child's whole life: interpreter, imports and the run) and its peak memory
     in MB."""
     settle(url)
     started = time.perf_counter()
     environment = os.environ | {"PYTHONPATH": f"{code}{os.pathsep}{HERE}", "PREFECT_LOGGING_LEVEL": "ERROR"}
     process = subprocess.Popen(  # noqa: S603 - this script, with arguments it built
-        [sys.executable, __file__, "--url", url, *options, "--child", *arguments],
+        [sys.executable, script, "--url", url, *options, "--child", *arguments],
         cwd=code,
         env=environment,
         stdout=subprocess.PIPE,

@@ -147,7 +147,7 @@ def extract_with_state(settings: SegmentSettings, as_of: date) -> ExtractResult:
             changed: list[Any] | None = None
             stored = None  # the state of the customers not recomputed tonight
             if prior is not None and state_is_valid(prior, settings, as_of) is None:
-                changed = _collect_changed_customers(conn, settings, source, tables, prior, as_of)
+                changed = collect_changed_customers(conn, settings, source, tables, prior, as_of)
                 stored = read_rows(conn, state_sql, {})
             if mode == "incremental":
                 assert prior is not None
@@ -207,7 +207,7 @@ def _max_change_sql(conn: Connection, settings: SegmentSettings) -> str:
     return f"select cast(max({column}) as text) from {quote_table(conn, settings.source_table)}"
 
 
-def _collect_changed_customers(
+def collect_changed_customers(
     conn: Connection,
     settings: SegmentSettings,
     source: SourceColumns,

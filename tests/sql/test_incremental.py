@@ -14,9 +14,20 @@ import pytest
 import sqlalchemy as sa
 
 from flows.segment_customers import RunResult
+from tasks.database import quote_table
 from tasks.errors import ConfigurationError, SourceError
-from tasks.extract.covering_index import change_index_name, covering_index_statement, create_source_indexes
+from tasks.extract.covering_index import (
+    change_index_name,
+    covering_index_name,
+    covering_index_statement,
+    create_source_indexes,
+)
+from tasks.extract.features import begin_extract_transaction
+from tasks.extract.incremental import CHANGED_CUSTOMERS, collect_changed_customers, read_prior_state
+from tasks.extract.queries import query_parameters, render_feature_query
 from tasks.extract.result import StateUpdate
+from tasks.extract.source import inspect_source
+from tasks.load.schema import output_tables
 from tasks.settings import SegmentSettings, load_settings
 from tasks.synthetic import generate_transactions
 from tests.sql.test_customer_features import assert_features_equal, features_by_customer
@@ -234,3 +245,26 @@ def test_segments_index_also_builds_the_index_nights_find_their_rows_by(shop: Ba
         ).scalar_one()
     assert definition.endswith("(loaded_seq)")
     assert "(loaded_seq)" in covering_index_statement(settings).splitlines()[-1]
+
+
+def test_a_night_looks_its_customers_up_through_the_covering_index(shop: Backend) -> None:
+    base_shop(shop)
+    settings = settings_of(shop)
+    create_source_indexes(settings)
+    run_on(settings, AS_OF)
+    append_rows(shop, night_rows(shop)[0])
+    engine = shop.engine()
+    source = inspect_source(engine, settings)
+    with engine.connect() as conn:
+        begin_extract_transaction(conn)
+        tables = output_tables(conn, settings)
+        prior = read_prior_state(conn, tables)
+        assert prior is not None
+        changed = collect_changed_customers(conn, settings, source, tables, prior, AS_OF + DAY)
+        sql = render_feature_query(
+            engine, settings, source, changed_customers=quote_table(conn, CHANGED_CUSTOMERS, "pg_temp")
+        )
+        plan = conn.execute(sa.text("explain " + sql), query_parameters(settings, AS_OF + DAY, source)).scalars().all()
+        conn.rollback()
+    assert 5 <= len(changed) < 20  # the night's customers and those whose rows as-of reached, not all 300
+    assert f"Index Only Scan using {covering_index_name(settings)}" in "\n".join(plan)
