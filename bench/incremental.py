@@ -1,18 +1,18 @@
 """Incremental nights against full runs, on the same data in the same bench run (PostgreSQL).
 
-    uv run python bench/incremental.py [--rows 10000000] [--nights 3] [--grow 3]
+    uv run python bench/incremental.py [--rows 10000000] [--nights 3] [--grow 3] [--keep]
 
 About 877k customers with a history of ``--rows`` transactions (tasks.synthetic, two years, in
 ``bench_incr.transactions`` with a load sequence ``loaded_seq``, the covering index and the index on
 the sequence of `segments index`), then the same customers with ``--grow`` times the history (the
 history copied back in time, two years a copy). For each size, two jobs start from empty output
-schemas with a full run as of AS_OF: one with ``SEGMENTS_CHANGED_AT_COLUMN=loaded_seq`` (incremental
-nights), one without (a full aggregation every night, as before). Then each night loads 100,000 rows
-(1% of 10M): new orders, refunds of old orders, rows backfilled with old dates, new customers, a few
-guest checkouts, dated the day before the night's as-of; and both jobs run, in alternating order,
-each in a child process of its own after a CHECKPOINT. K is fixed (5) and the model policy is the
-default (auto). After each night the features the two jobs wrote are compared (counts exact, money
-to the cent).
+schemas with a full run as of the day after the latest row: one with
+``SEGMENTS_CHANGED_AT_COLUMN=loaded_seq`` (incremental nights), one without (a full aggregation every
+night, as before). Then each night loads 100,000 rows (1% of 10M): new orders, refunds of old orders,
+rows backfilled with old dates, new customers, a few guest checkouts, dated the day before the
+night's as-of (a day later each night); and both jobs run, in alternating order, each in a child
+process of its own after a CHECKPOINT. K is fixed (5) and the model policy is the default (auto).
+After each night the features the two jobs wrote are compared (counts exact, money to the cent).
 """
 
 from __future__ import annotations
@@ -105,6 +105,17 @@ def grow(url: str, copies: int, loaded: int) -> dict[str, float]:
     return {"rows": float(count_rows(url))}
 
 
+def latest_day(url: str) -> date:
+    """The day after the source's latest row."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        latest = conn.exec_driver_sql(f"select max(occurred_at) from {SCHEMA}.transactions").scalar_one()
+    engine.dispose()
+    return latest.date() + timedelta(days=1)
+
+
 def count_rows(url: str) -> int:
     import sqlalchemy as sa
 
@@ -115,7 +126,7 @@ def count_rows(url: str) -> int:
     return int(rows)
 
 
-def add_night(url: str, night: int, seed: int) -> dict[str, float]:
+def add_night(url: str, first: date, night: int, seed: int) -> dict[str, float]:
     """The night's rows, dated the day before its as-of: 80% new order lines of known customers, 10%
     refunds of old orders, 8.5% rows backfilled with dates up to two years back, 1% new customers,
     0.5% guest checkouts."""
@@ -126,12 +137,10 @@ def add_night(url: str, night: int, seed: int) -> dict[str, float]:
     from tasks.load.copy import copy_rows_into
 
     random = np.random.default_rng(seed)
-    day = pd.Timestamp(AS_OF + timedelta(days=night - 1))
+    day = pd.Timestamp(first + timedelta(days=night - 1))
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        customers = conn.exec_driver_sql(
-            f"select distinct customer_id from {SCHEMA}.transactions where customer_id is not null"
-        ).scalars()
+        customers = conn.exec_driver_sql(f"select customer_id from {JOBS['full']}.customer_segments").scalars()
         customers = np.array(list(customers), dtype=object)
         refunded = pd.read_sql(
             sa.text(
@@ -153,7 +162,7 @@ def add_night(url: str, night: int, seed: int) -> dict[str, float]:
         pd.DataFrame(
             {
                 "customer_id": random.choice(customers, new_lines),
-                "order_id": [f"N{night}-{i // 2}" for i in range(new_lines)],
+                "order_id": [f"N{seed}-{i // 2}" for i in range(new_lines)],
                 "occurred_at": within(day, 1, new_lines),
                 "amount": money(new_lines),
             }
@@ -162,15 +171,15 @@ def add_night(url: str, night: int, seed: int) -> dict[str, float]:
         pd.DataFrame(
             {
                 "customer_id": random.choice(customers, backfilled),
-                "order_id": [f"B{night}-{i}" for i in range(backfilled)],
+                "order_id": [f"B{seed}-{i}" for i in range(backfilled)],
                 "occurred_at": within(day - pd.Timedelta(days=730), 729, backfilled),
                 "amount": money(backfilled),
             }
         ),
         pd.DataFrame(
             {
-                "customer_id": [f"NEW{night}-{i}" for i in range(newcomers)],
-                "order_id": [f"W{night}-{i}" for i in range(newcomers)],
+                "customer_id": [f"NEW{seed}-{i}" for i in range(newcomers)],
+                "order_id": [f"W{seed}-{i}" for i in range(newcomers)],
                 "occurred_at": within(day, 1, newcomers),
                 "amount": money(newcomers),
             }
@@ -178,7 +187,7 @@ def add_night(url: str, night: int, seed: int) -> dict[str, float]:
         pd.DataFrame(
             {
                 "customer_id": [None] * guests,
-                "order_id": [f"G{night}-{i}" for i in range(guests)],
+                "order_id": [f"G{seed}-{i}" for i in range(guests)],
                 "occurred_at": within(day, 1, guests),
                 "amount": money(guests),
             }
@@ -195,8 +204,8 @@ def add_night(url: str, night: int, seed: int) -> dict[str, float]:
     return {"rows": float(len(rows))}
 
 
-def run_job(url: str, job: str, night: int) -> dict[str, float | str | None]:
-    """One run of a job as of AS_OF + ``night`` days (night 0 starts from empty output tables)."""
+def run_job(url: str, job: str, first: date, night: int) -> dict[str, float | str | None]:
+    """One run of a job as of ``first`` + ``night`` days (night 0 starts from empty output tables)."""
     import time
 
     from flows.segment_customers import run_segmentation
@@ -204,7 +213,7 @@ def run_job(url: str, job: str, night: int) -> dict[str, float | str | None]:
     if night == 0:
         execute(url, f"drop schema if exists {JOBS[job]} cascade")
     started = time.perf_counter()
-    run = run_segmentation(settings_for(url, job, AS_OF + timedelta(days=night)))
+    run = run_segmentation(settings_for(url, job, first + timedelta(days=night)))
     state = run.extract.state
     return {
         "seconds": time.perf_counter() - started,
@@ -220,6 +229,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--nights", type=int, default=3)
     parser.add_argument("--grow", type=int, default=3, help="history multiple of the second size (1: one size)")
+    parser.add_argument(
+        "--keep", action="store_true", help="use the data already there (grown: only the larger size is run)"
+    )
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,9 +243,11 @@ def main() -> None:
         elif step == "grow":
             figures = grow(args.url, int(rest[0]), int(rest[1]))
         elif step == "add":
-            figures = add_night(args.url, int(rest[0]), seed=int(rest[0]) + 100 * int(rest[1]))
+            figures = add_night(
+                args.url, date.fromisoformat(rest[2]), int(rest[0]), seed=int(rest[0]) + 100 * int(rest[1])
+            )
         else:
-            figures = run_job(args.url, rest[0], int(rest[1]))
+            figures = run_job(args.url, rest[0], date.fromisoformat(rest[2]), int(rest[1]))
         print(json.dumps(figures))
         return
 
@@ -244,20 +258,26 @@ def main() -> None:
     table: dict[int, dict[str, list[dict[str, float]]]] = {}
     differences: dict[int, list[int]] = {}
     sizes = [1] + ([args.grow] if args.grow > 1 else [])
-    print(f"loading {args.rows:,} rows ...", file=sys.stderr)
-    loaded = step("load")
+    if args.keep:
+        loaded = {"rows": float(args.rows)}
+        if count_rows(args.url) > 1.5 * args.rows:
+            sizes = sizes[1:]
+    else:
+        print(f"loading {args.rows:,} rows ...", file=sys.stderr)
+        loaded = step("load")
     for size in sizes:
-        if size > 1:
+        if size > 1 and not (args.keep and count_rows(args.url) > 1.5 * args.rows):
             print(f"growing the history {size}x ...", file=sys.stderr)
             step("grow", str(size), str(int(loaded["rows"])))
         rows = count_rows(args.url)
+        first = latest_day(args.url).isoformat()  # no row waits for a later as-of at the first run
         for job in JOBS:
-            step("job", job, "0")
+            step("job", job, "0", first)
         for night in range(1, args.nights + 1):
-            step("add", str(night), str(size))
+            step("add", str(night), str(size), first)
             order = list(JOBS) if night % 2 else list(reversed(JOBS))
             for job in order:
-                figures = step("job", job, str(night))
+                figures = step("job", job, str(night), first)
                 print(f"{rows:,} rows, night {night}, {job}: {figures}", file=sys.stderr)
                 table.setdefault(rows, {}).setdefault(job, []).append(figures)
             differences.setdefault(rows, []).append(different_features(args.url, *JOBS.values()))
@@ -272,7 +292,7 @@ def main() -> None:
                 f"{rows:>12,}  {job:12}{summary([m['process_seconds'] for m in measured]):>20}"
                 f"{summary([m['seconds'] for m in measured]):>20}"
                 f"{summary([m['extract_seconds'] for m in measured]):>20}  "
-                f"{statistics.median(recomputed) if recomputed else '-':,} of {measured[0]['customers']:,}"
+                f"{f'{statistics.median(recomputed):,.0f}' if recomputed else 'all'} of {measured[0]['customers']:,}"
             )
         night, full = jobs["incremental"], jobs["full"]
         for measure in ("process_seconds", "seconds"):

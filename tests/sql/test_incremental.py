@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -268,3 +269,66 @@ def test_a_night_looks_its_customers_up_through_the_covering_index(shop: Backend
         conn.rollback()
     assert 5 <= len(changed) < 20  # the night's customers and those whose rows as-of reached, not all 300
     assert f"Index Only Scan using {covering_index_name(settings)}" in "\n".join(plan)
+
+
+def test_a_retail_export_loaded_in_two_parts(shop: Backend) -> None:
+    """Shaped like the public Online Retail exports: float customer ids, quantity x unit price,
+    cancellations as invoices of their own with a negative quantity, loaded in two parts."""
+    rows = generate_transactions(300, AS_OF, seed=33).dropna(subset=["amount"])
+    amount = pd.to_numeric(rows["amount"])
+    retail = pd.DataFrame(
+        {
+            "customer_no": pd.to_numeric(rows["customer_id"].str[1:]).astype("float64"),
+            "invoice": rows["order_id"].where(amount >= 0, "C" + rows["order_id"]),
+            "invoice_date": rows["occurred_at"],
+            "quantity": (amount.abs() > 50).astype(int) + 1,
+        }
+    )
+    retail["quantity"] = retail["quantity"].where(amount >= 0, -retail["quantity"])
+    retail["unit_price"] = (amount.abs() / retail["quantity"].abs()).round(2)
+    split = MIDNIGHT - 60 * DAY
+    dtype = {
+        "customer_no": sa.Float(),
+        "invoice": sa.Text(),
+        "invoice_date": sa.DateTime(),
+        "unit_price": sa.Numeric(10, 2),
+    }
+    for part in (retail[retail["invoice_date"] < split], retail[retail["invoice_date"] >= split]):
+        part.to_sql("transactions", shop.engine(), schema=shop.schema, index=False, if_exists="append", dtype=dtype)
+        with shop.engine().begin() as conn:  # the load sequence: a later part, later values
+            conn.exec_driver_sql(
+                f"alter table {shop.table('transactions')} add column if not exists loaded_seq bigserial"
+            )
+    settings = load_settings(
+        **shop.settings(
+            customer_id_column="customer_no",
+            order_id_column="invoice",
+            occurred_at_column="invoice_date",
+            amount_column="",
+            quantity_column="quantity",
+            unit_price_column="unit_price",
+            changed_at_column="loaded_seq",
+            full_refresh_days=365,  # the second part comes two months later
+            n_clusters=4,
+        )
+    )
+    run_on(settings, split.date())
+
+    night = run_on(settings, AS_OF)
+
+    assert state_of(night).mode == "incremental"
+    loaded = source_rows(shop)
+    reference_rows = pd.DataFrame(
+        {
+            "customer_id": loaded["customer_no"].map(lambda value: None if pd.isna(value) else str(int(value))),
+            "order_id": loaded["invoice"],
+            "occurred_at": loaded["invoice_date"],
+            "amount": [
+                None if pd.isna(price) else str(Decimal(int(quantity)) * Decimal(str(price)))
+                for quantity, price in zip(loaded["quantity"], loaded["unit_price"], strict=True)
+            ],
+        }
+    )
+    expected = reference_features(reference_rows, AS_OF)
+    assert len(expected) > 250
+    assert_features_equal(features_by_customer(night.extract.features), expected)
