@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
@@ -60,12 +60,12 @@ STATE_SETTINGS = (
 @dataclass(frozen=True)
 class PriorState:
     """What the last successful run left: its watermark, the settings its state was built with, its
-    as-of date, and the as-of of the last full aggregation."""
+    as-of date, and when the last full aggregation finished."""
 
     watermark: str | None
     fingerprint: str | None
     as_of: date
-    last_full_as_of: date | None
+    last_full_at: datetime | None
 
 
 def state_fingerprint(settings: SegmentSettings) -> str:
@@ -92,9 +92,11 @@ def read_prior_state(conn: Connection, tables: OutputTables) -> PriorState | Non
     ).first()
     if last is None:
         return None
-    last_full = conn.execute(sa.select(sa.func.max(runs.c.as_of)).where(done, runs.c.extract_mode == "full")).scalar()
+    last_full = conn.execute(
+        sa.select(sa.func.max(runs.c.finished_at)).where(done, runs.c.extract_mode == "full")
+    ).scalar()
     return PriorState(
-        watermark=last.watermark, fingerprint=last.state_fingerprint, as_of=last.as_of, last_full_as_of=last_full
+        watermark=last.watermark, fingerprint=last.state_fingerprint, as_of=last.as_of, last_full_at=last_full
     )
 
 
@@ -110,19 +112,21 @@ def state_is_valid(prior: PriorState | None, settings: SegmentSettings, as_of: d
 
 
 def choose_mode(
-    prior: PriorState | None, settings: SegmentSettings, as_of: date
+    prior: PriorState | None, settings: SegmentSettings, as_of: date, now: datetime | None = None
 ) -> tuple[Literal["full", "incremental"], str]:
-    """Full aggregation or incremental night, and why."""
+    """Full aggregation or incremental night, and why. The full refresh is due by the clock, not by
+    as-of dates: it is there for what the nights miss over time, however the dates were run."""
     invalid = state_is_valid(prior, settings, as_of)
     if invalid is not None:
         return "full", invalid
     assert prior is not None
     if settings.full_refresh:
         return "full", "full refresh asked for"
-    age = None if prior.last_full_as_of is None else (as_of - prior.last_full_as_of).days
+    now = now or datetime.now(UTC)
+    age = None if prior.last_full_at is None else (now - prior.last_full_at).days
     if age is None or age >= settings.full_refresh_days:
         return "full", (
-            f"the last full aggregation is {age} days before as-of (SEGMENTS_FULL_REFRESH_DAYS is "
+            f"the last full aggregation finished {age} days ago (SEGMENTS_FULL_REFRESH_DAYS is "
             f"{settings.full_refresh_days})"
         )
     return "incremental", f"rows changed after {prior.watermark}"

@@ -208,11 +208,15 @@ def test_a_full_aggregation_runs_when_the_state_cannot_be_carried_forward(shop: 
         return state_of(result).mode, state_of(result).reason
 
     assert mode(run_on(settings, AS_OF)) == ("full", "no state from an earlier successful run")
-    assert mode(run_on(settings, AS_OF + DAY))[0] == "incremental"
-    assert "SEGMENTS_FULL_REFRESH_DAYS is 2" in mode(run_on(settings, AS_OF + 2 * DAY))[1]
-    assert mode(run_on(settings, AS_OF + 3 * DAY))[0] == "incremental"
-    assert "lookback changed" in mode(run_on(settings.model_copy(update={"lookback_days": 400}), AS_OF + 3 * DAY))[1]
-    assert mode(run_on(settings, AS_OF + 2 * DAY))[0] == "full"  # the lookback changed back
+    assert mode(run_on(settings, AS_OF + 20 * DAY))[0] == "incremental"  # dates run far ahead, the clock did not
+    with shop.engine().begin() as conn:  # two days pass
+        conn.exec_driver_sql(f"update {shop.table('segment_runs')} set finished_at = finished_at - interval '2 days'")
+    refreshed = mode(run_on(settings, AS_OF + 21 * DAY))
+    assert refreshed == ("full", "the last full aggregation finished 2 days ago (SEGMENTS_FULL_REFRESH_DAYS is 2)")
+    assert mode(run_on(settings, AS_OF + 22 * DAY))[0] == "incremental"
+    wider = settings.model_copy(update={"lookback_days": 400})
+    assert "lookback changed" in mode(run_on(wider, AS_OF + 22 * DAY))[1]
+    assert mode(run_on(settings, AS_OF + 22 * DAY))[0] == "full"  # the lookback changed back
     assert "before the state's" in mode(run_on(settings, AS_OF + DAY))[1]
     without = run_on(settings.model_copy(update={"changed_at_column": None}), AS_OF + DAY)
     assert without.extract.state is None and last_run(shop)["extract_mode"] == "full"
