@@ -90,8 +90,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     if summary.get("extract_mode") == "incremental":
         console.print(
-            f"Incremental night: {summary['customers_recomputed']:,} customers recomputed from "
-            f"{summary['rows_scanned']:,} changed rows; the others carried from the last run.",
+            f"Incremental night: {summary['customers_recomputed']:,} of {summary['customers']:,} customers "
+            f"recomputed from {summary['rows_scanned']:,} changed rows; the others carried from the last run.",
             highlight=False,
             soft_wrap=True,
         )

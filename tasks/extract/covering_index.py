@@ -57,9 +57,10 @@ def source_indexes(settings: SegmentSettings) -> list[tuple[str, list[str]]]:
 
 
 def index_sql(engine: Engine, settings: SegmentSettings, name: str, columns: list[str]) -> str:
-    """``CREATE INDEX CONCURRENTLY`` of an index of the configured source (PostgreSQL)."""
+    """``CREATE INDEX CONCURRENTLY`` of an index of the configured source (PostgreSQL), with the
+    comment that says what it is for."""
     return load_sql(
-        "covering_index",
+        "change_index" if name == change_index_name(settings) else "covering_index",
         index_name=quote_identifier(engine, name, "index"),
         source_table=quote_table(engine, settings.source_table),
         columns=QuotedIdentifier(", ".join(quote_identifier(engine, column) for column in columns)),
