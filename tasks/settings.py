@@ -120,7 +120,7 @@ class SegmentSettings(BaseSettings):
     report_path: str | None = DEFAULT_REPORT_PATH
     compare_algorithms: bool = False
     # with a change column: rebuild the per-customer state from every row (and count how many customers
-    # it corrects) when the last full aggregation is this many days older than the as-of date
+    # it corrects) when the last full aggregation finished this many days ago
     full_refresh_days: int = Field(default=7, ge=1, le=3650)
     full_refresh: bool = False
     # --- scale-out: the extract's aggregation in customer partitions on Dask ------------------------
