@@ -336,3 +336,22 @@ def test_a_retail_export_loaded_in_two_parts(shop: Backend) -> None:
     expected = reference_features(reference_rows, AS_OF)
     assert len(expected) > 250
     assert_features_equal(features_by_customer(night.extract.features), expected)
+
+
+def test_a_load_timestamp_works_as_the_change_column(shop: Backend) -> None:
+    base_shop(shop)
+    with shop.engine().begin() as conn:  # every row stamped when it is written, later rows later
+        conn.exec_driver_sql(
+            f"alter table {shop.table('transactions')} add column loaded_at timestamptz default clock_timestamp()"
+        )
+    settings = settings_of(shop, changed_at_column="loaded_at")
+    run_on(settings, AS_OF)
+    append_rows(shop, night_rows(shop)[0])
+
+    night = run_on(settings, AS_OF + DAY)
+
+    assert state_of(night).mode == "incremental" and 5 <= state_of(night).customers_recomputed < 20
+    assert_features_are_the_definitions(shop, night, None)
+    with shop.engine().connect() as conn:
+        latest = conn.exec_driver_sql(f"select max(loaded_at) from {shop.table('transactions')}").scalar_one()
+    assert pd.Timestamp(last_run(shop)["watermark"]) == pd.Timestamp(latest)
