@@ -46,7 +46,7 @@ FullRefresh = Annotated[
     bool,
     typer.Option(
         "--full-refresh",
-        help="With SEGMENTS_CHANGED_AT_COLUMN: aggregate every row tonight and count what the nights got wrong.",
+        help="Aggregate every row and count what the incremental nights got wrong (with a change column).",
     ),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Compute and report, write nothing.")]
