@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from pydantic import Field
 
 from flows.extract_partitions import extract_on_dask
 from tasks import prefect_tasks, progress
@@ -34,7 +33,8 @@ from tasks.locking import run_lock
 from tasks.model.lifecycle import StoredModel
 from tasks.model.step import ModelOutcome, segment_features
 from tasks.report.publish import write_run_report
-from tasks.settings import IDENTIFIER_PATTERN, SegmentSettings, load_settings
+from tasks.run_form import COLUMN_NAME, TABLE_NAME, column_parameter, form_field
+from tasks.settings import SegmentSettings, load_settings
 
 FLOW_NAME = "segment-customers"
 
@@ -165,23 +165,6 @@ def run_segmentation(
                 steps.fail(settings, run_id, f"{type(error).__name__}: {error}")
             raise
     return RunResult(run_id, as_of, extract, outcome, report_path, notes, seconds)
-
-
-def form_field(title: str, description: str, **constraints: Any) -> Any:
-    """A parameter's label and one-line help in the UI's run form, with its validation bounds. Prefect
-    sets a parameter's schema title and description itself; `json_schema_extra` is applied after it."""
-    return Field(json_schema_extra={"title": title, "description": description}, **constraints)
-
-
-# Names as the UI form and the server validate them (the same pattern the settings enforce).
-COLUMN_NAME = {"pattern": IDENTIFIER_PATTERN.pattern, "max_length": 63}
-TABLE_NAME = {"pattern": r"^(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$", "max_length": 127}
-
-
-def column_parameter(role: str, variable: str) -> Any:
-    return form_field(
-        f"{role} column", f"Column of the source holding the {role.lower()}. Empty: {variable}.", **COLUMN_NAME
-    )
 
 
 @flow(name=FLOW_NAME, log_prints=False, validate_parameters=True)

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, text
 from tasks.database import connection_errors, make_engine
 from tasks.errors import EmptySourceError
 from tasks.extract.queries import customer_id_value, query_parameters, render_count_query, render_feature_query
-from tasks.extract.result import REJECTION_REASONS, ExtractResult, RowCounts, as_of_start
+from tasks.extract.result import REJECTION_REASONS, ExtractResult, RowCounts, as_of_start, epoch_microseconds
 from tasks.extract.source import inspect_source, integer_ids
 from tasks.settings import COMPUTED_FEATURES, SegmentSettings
 
@@ -171,13 +171,17 @@ def typed_customer_rows(frames: list[pd.DataFrame], customer_id_is_integer: bool
     present = [column for column in CUSTOMER_ROW_COLUMNS if any(column in frame for frame in frames)]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CUSTOMER_ROW_COLUMNS[:5])
     frame = frame[present or CUSTOMER_ROW_COLUMNS[:5]]
-    ids = frame["customer_id"]
-    frame["customer_id"] = integer_ids(ids, table) if customer_id_is_integer else ids.astype("string")
+    frame["customer_id"] = typed_ids(frame["customer_id"], customer_id_is_integer, table)
     frame["frequency"] = frame["frequency"].astype("int64")
     for name in ("window_rows", *_MICROSECOND_COLUMNS):
         if name in frame:
             frame[name] = frame[name].astype("Int64")
     return frame
+
+
+def typed_ids(ids: pd.Series, customer_id_is_integer: bool, table: str) -> pd.Series:
+    """Customer ids as the outputs keep them: int64 for a number column, text otherwise."""
+    return integer_ids(ids, table) if customer_id_is_integer else ids.astype("string")
 
 
 def features_at(rows: pd.DataFrame, as_of: date) -> pd.DataFrame:
@@ -187,7 +191,7 @@ def features_at(rows: pd.DataFrame, as_of: date) -> pd.DataFrame:
     customer id. The one place these definitions meet the data, for full and incremental runs."""
     if "window_rows" in rows:
         rows = rows[rows["window_rows"] > 0]
-    as_of_us = int(as_of_start(as_of).timestamp()) * 1_000_000
+    as_of_us = epoch_microseconds(as_of_start(as_of))
     frame = pd.DataFrame(
         {
             "customer_id": rows["customer_id"],

@@ -34,9 +34,10 @@ from tasks.extract.features import (
     features_at,
     read_rows,
     typed_customer_rows,
+    typed_ids,
 )
 from tasks.extract.queries import query_parameters, render_count_query, render_feature_query
-from tasks.extract.result import ExtractResult, StateUpdate, as_of_start
+from tasks.extract.result import ExtractResult, StateUpdate, as_of_start, epoch_microseconds
 from tasks.extract.source import SourceColumns, inspect_source
 from tasks.load.runs import RUN_COLUMNS
 from tasks.load.schema import OutputTables, output_tables
@@ -174,7 +175,9 @@ def extract_with_state(settings: SegmentSettings, as_of: date) -> ExtractResult:
         return typed_customer_rows([frame], source.customer_id_is_integer, settings.source_table)
 
     rows = typed(recomputed)[CUSTOMER_ROW_COLUMNS]
-    changed_ids = None if changed is None else typed(_id_frame(changed))["customer_id"]
+    changed_ids = None
+    if changed is not None:
+        changed_ids = typed_ids(pd.Series(changed, dtype=object), source.customer_id_is_integer, settings.source_table)
     differences = None
     if mode == "incremental":
         assert stored is not None
@@ -231,21 +234,13 @@ def collect_changed_customers(
         lookback=settings.lookback_days is not None,
     )
     start = as_of_start(as_of)
-    params: dict[str, Any] = {"watermark": prior.watermark, "as_of_us": _epoch_us(start)}
+    params: dict[str, Any] = {"watermark": prior.watermark, "as_of_us": epoch_microseconds(start)}
     if settings.lookback_days:
-        params["window_start_us"] = _epoch_us(start - timedelta(days=settings.lookback_days))
+        params["window_start_us"] = epoch_microseconds(start - timedelta(days=settings.lookback_days))
     conn.execute(text(sql), params)
     # the planner needs the table's size to look the customers up through the source's index
     conn.exec_driver_sql(f"analyze pg_temp.{CHANGED_CUSTOMERS}")
     return [row[0] for row in conn.exec_driver_sql(f"select customer_id from pg_temp.{CHANGED_CUSTOMERS}")]
-
-
-def _epoch_us(moment: Any) -> int:
-    return int(moment.timestamp()) * 1_000_000
-
-
-def _id_frame(ids: list[Any]) -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": pd.Series(ids, dtype=object), "frequency": 0, "monetary": "0"})
 
 
 def count_differences(full: pd.DataFrame, stored: pd.DataFrame) -> int:

@@ -76,6 +76,11 @@ def as_of_start(as_of: date) -> datetime:
     return datetime.combine(as_of, time(0), tzinfo=UTC)
 
 
+def epoch_microseconds(moment: datetime) -> int:
+    """A midnight (or any whole second) as the epoch microseconds the feature query returns times in."""
+    return int(moment.timestamp()) * 1_000_000
+
+
 def default_as_of(now: datetime | None = None) -> date:
     """Today in UTC, so that a nightly run sees everything up to the end of yesterday."""
     return (now or datetime.now(UTC)).astimezone(UTC).date()

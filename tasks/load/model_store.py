@@ -1,4 +1,4 @@
-"""The model store (``segment_models``): every fitted model as JSON numbers, never a pickle."""
+"""The model store (``segment_models``): every fitted model as plain JSON numbers, read back as data."""
 
 from __future__ import annotations
 

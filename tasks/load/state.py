@@ -16,7 +16,7 @@ from tasks.load.schema import OutputTables
 def write_state(conn: Connection, tables: OutputTables, update: StateUpdate) -> None:
     """Replace the whole state after a full aggregation; after an incremental night, replace the
     recomputed customers' rows (a customer with no usable row left loses its row)."""
-    if update.mode == "full" or update.recomputed_ids is None:
+    if update.recomputed_ids is None:  # a full aggregation
         conn.exec_driver_sql(f"truncate table {tables.customer_feature_state}")
     elif update.recomputed_ids:
         state = tables.table("customer_feature_state", {"customer_id": None})

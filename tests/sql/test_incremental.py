@@ -34,7 +34,7 @@ from tasks.synthetic import generate_transactions
 from tests.sql.test_customer_features import assert_features_equal, features_by_customer
 from tests.support.backend import Backend
 from tests.support.reference import reference_features
-from tests.support.shop import AS_OF, run_on
+from tests.support.shop import AS_OF, run_on, write_transactions
 
 DAY = timedelta(days=1)
 MIDNIGHT = datetime.combine(AS_OF, time(0))
@@ -55,20 +55,7 @@ def append_rows(shop: Backend, rows: pd.DataFrame) -> None:
             conn.execute(sa.text(f"select max(loaded_seq) from {shop.table('transactions')}")).scalar() if exists else 0
         )
     batch = rows.assign(loaded_seq=range((last or 0) + 1, (last or 0) + 1 + len(rows)))
-    batch.to_sql(
-        "transactions",
-        shop.engine(),
-        schema=shop.schema,
-        index=False,
-        if_exists="append",
-        dtype={
-            "customer_id": sa.Text(),
-            "order_id": sa.Text(),
-            "occurred_at": sa.DateTime(),
-            "amount": sa.Numeric(12, 2),
-            "loaded_seq": sa.BigInteger(),
-        },
-    )
+    write_transactions(shop, batch, append=True, more_types={"loaded_seq": sa.BigInteger()})
 
 
 def row(customer: str | None, order: str, occurred_at: datetime, amount: str) -> dict[str, Any]:

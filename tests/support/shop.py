@@ -17,20 +17,28 @@ from tests.support.backend import Backend
 AS_OF = date(2024, 3, 1)
 
 
-def write_transactions(backend: Backend, rows: pd.DataFrame, id_type: sa.types.TypeEngine[Any] | None = None) -> None:
-    """``rows`` as the backend's ``transactions`` table, replacing it, with the source's column types."""
+def write_transactions(
+    backend: Backend,
+    rows: pd.DataFrame,
+    id_type: sa.types.TypeEngine[Any] | None = None,
+    append: bool = False,
+    more_types: dict[str, sa.types.TypeEngine[Any]] | None = None,
+) -> None:
+    """``rows`` as the backend's ``transactions`` table, replacing it (or appended to it), with the
+    source's column types (and ``more_types`` for further columns)."""
     rows.to_sql(
         "transactions",
         backend.engine(),
         schema=backend.schema,
         index=False,
-        if_exists="replace",
+        if_exists="append" if append else "replace",
         dtype={
             "customer_id": id_type if id_type is not None else sa.Text(),
             "order_id": sa.Text(),
             "occurred_at": sa.DateTime(),
             "amount": sa.Numeric(12, 2),
-        },
+        }
+        | (more_types or {}),
     )
 
 
