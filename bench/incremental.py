@@ -208,7 +208,7 @@ def run_job(url: str, job: str, first: date, night: int) -> dict[str, float | st
     """One run of a job as of ``first`` + ``night`` days (night 0 starts from empty output tables)."""
     import time
 
-    from flows.segment_customers import run_segmentation
+    from flows.wiring import run_segmentation
 
     if night == 0:
         execute(url, f"drop schema if exists {JOBS[job]} cascade")

@@ -106,12 +106,9 @@ def run_night(url: str, output_schema: str, partitions: int, night: str) -> dict
         engine.dispose()
     settings = night_settings(url, output_schema, partitions, NIGHTS[night])
     try:
+        from flows.wiring import run_segmentation
+    except ImportError:  # a baseline from before the wiring had a module without Prefect
         from flows.segment_customers import run_segmentation
-    except ImportError:  # a baseline from before the flow's wiring was one function
-        from tasks.pipeline import run_pipeline  # type: ignore[import-not-found]
-
-        def run_segmentation(settings):  # type: ignore[no-untyped-def]
-            return run_pipeline(settings, settings.as_of)
 
     started = time.perf_counter()
     run = run_segmentation(settings)

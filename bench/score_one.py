@@ -16,7 +16,7 @@ from datetime import date
 import numpy as np
 from synthetic_shop import load_shop
 
-from flows.segment_customers import run_segmentation
+from flows.wiring import run_segmentation
 from tasks.database import make_engine
 from tasks.on_demand import score_customer
 from tasks.settings import load_settings

@@ -85,15 +85,37 @@ def _run_flow(options: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
     except SegmentsError as error:
         raise _fail(error) from None
 
-    _prepare_prefect_environment(verbose)
-    from flows.segment_customers import segment_customers
     from tasks import progress
 
     try:
         with progress_display() as listener, progress.listening(listener):
+            if not prefect_api_url():
+                # No Prefect server to report to: the run's record is in segment_runs, so the plain
+                # steps run here rather than a temporary server nobody would look at.
+                from flows.wiring import run_segmentation, run_summary
+
+                return run_summary(run_segmentation(settings), dry_run=settings.dry_run)
+            _prepare_prefect_environment(verbose)
+            from flows.segment_customers import segment_customers
+
             return segment_customers(**options)
     except SegmentsError as error:  # printed after the display closes, so the error is the last line
         raise _fail(error) from None
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect server runs report to: ``PREFECT_API_URL`` from the environment, else Prefect's
+    own settings (a profile set by ``prefect config set`` or ``prefect cloud login``), read only when
+    a profile file exists, since importing Prefect costs a second."""
+    if url := os.environ.get("PREFECT_API_URL"):
+        return url
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    if not profiles.exists():
+        return None
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
 
 
 @app.command()
@@ -227,14 +249,17 @@ def score(
 
 
 def _report(output: Path | None, *, compare: bool) -> None:
-    from tasks.on_demand import compare_latest_run
     from tasks.report.publish import write_latest_report
     from tasks.settings import load_settings
 
     try:
         settings = load_settings()
         with console.status("Reading the latest run and drawing the charts..."):
-            comparison = compare_latest_run(settings) if compare else None
+            comparison = None
+            if compare:
+                from tasks.on_demand import compare_latest_run
+
+                comparison = compare_latest_run(settings)
             path, data, rendered = write_latest_report(settings, output)
     except SegmentsError as error:
         raise _fail(error) from None

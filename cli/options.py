@@ -73,7 +73,7 @@ Partitions = Annotated[
 Verbose = Annotated[
     bool,
     typer.Option(
-        "--verbose", "-v", help="Show Prefect's log lines in the terminal too (they always go to its server)."
+        "--verbose", "-v", help="With a Prefect server (PREFECT_API_URL): show its log lines in the terminal too."
     ),
 ]
 ReportOutput = Annotated[

@@ -31,7 +31,7 @@ def segments(
 
 def test_demo_runs_the_whole_pipeline_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
     # as a new user runs it: without the telemetry settings the test session sets for itself
-    quiet = ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")
+    quiet = ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK", "PREFECT_API_URL")
     result = segments("demo", "--customers", "800", cwd=tmp_path, unset=quiet)
 
     assert result.returncode == 0, result.stderr[-3000:]
@@ -47,8 +47,10 @@ def test_demo_runs_the_whole_pipeline_on_a_fresh_sqlite_file(tmp_path: Path) -> 
     with engine.connect() as conn:
         customers = conn.execute(sa.text("select count(*), count(distinct customer_id) from customer_segments")).one()
         segment_names = conn.scalars(sa.text("select distinct segment_name from customer_segments")).all()
-        run = conn.execute(sa.text("select status, rows_rejected, n_clusters from segment_runs")).one()
+        run = conn.execute(sa.text("select status, rows_rejected, n_clusters, flow_run_id from segment_runs")).one()
     engine.dispose()
+    # without PREFECT_API_URL no Prefect server was started: none has a database, no flow run was made
+    assert not list((tmp_path / ".prefect").glob("*.db")) and run.flow_run_id is None
     assert customers[0] == customers[1] == 800
     for name in segment_names:
         assert name in result.stdout  # the printed summary names every segment

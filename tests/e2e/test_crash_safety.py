@@ -29,7 +29,7 @@ from tests.support.shop import AS_OF, load_synthetic, run_on
 
 pytestmark = pytest.mark.e2e
 JOB = f"""
-from flows.segment_customers import run_segmentation
+from flows.wiring import run_segmentation
 from tasks.settings import load_settings
 run_segmentation(load_settings(model_policy="refit", n_clusters=5, as_of="{AS_OF.isoformat()}"))
 print("job finished")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from flows.segment_customers import RunResult
+from flows.wiring import RunResult
 from tasks.database import quote_table
 from tasks.errors import ConfigurationError, SourceError
 from tasks.extract.covering_index import (

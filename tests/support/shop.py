@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from flows.segment_customers import RunResult, run_segmentation
+from flows.wiring import RunResult, run_segmentation
 from tasks.settings import SegmentSettings, load_settings
 from tasks.synthetic import generate_transactions
 from tests.support.backend import Backend
