@@ -1,15 +1,17 @@
 """``customer_segments``: the current segment of every customer, rewritten by each run inside its write
-transaction. The table itself stays: emptied and filled again, so the indexes, comments, grants,
-triggers, row-level security policies and views that users add to it survive every run.
+transaction. The table itself stays: its rows are deleted and written again, so the indexes, comments,
+grants, triggers, row-level security policies and views that users add to it survive every run, and
+readers (BI queries, lookups) go on reading the previous rows until the commit without waiting: a
+``DELETE`` locks only the rows, where ``TRUNCATE`` would lock the table against every reader.
 
-The run's rows first go to a temporary table (``customer_segments_incoming``), which the history is
-brought in line with; then ``customer_segments`` is emptied and filled from it, with each customer's
-previous segment and the date they entered the current one taken from the history.
+The rows deleted are read back in the same statement: the history is brought in line by comparing
+them with the run's rows, which also gives each customer's previous segment and the date they entered
+the current one (:mod:`tasks.load.history`). Then the run's rows are written with one ``COPY``.
 """
 
 from __future__ import annotations
 
-import json
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -17,9 +19,11 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from tasks.database import QuotedIdentifier, SqlKeyword, load_sql, quote_identifier, quote_table
+from tasks.database import SqlKeyword, load_sql, quote_identifier
 from tasks.errors import SourceError
-from tasks.load.copy import copy_rows_into
+from tasks.extract.features import read_with_copy
+from tasks.load.copy import copy_rows_into, records
+from tasks.load.history import ENTRY_COLUMNS, REPLACED_COLUMNS, update_history
 from tasks.load.schema import OutputTables
 from tasks.settings import SegmentSettings
 
@@ -42,67 +46,61 @@ ASSIGNMENT_COLUMNS: dict[str, Any] = {
     "model_version": sa.Text,
     "scored_at": sa.DateTime(timezone=True),
 }
-INCOMING = "customer_segments_incoming"
 
 
-def incoming_table(conn: Connection) -> QuotedIdentifier:
-    """The quoted name of the run's temporary table of incoming rows."""
-    return quote_table(conn, INCOMING, "pg_temp" if conn.dialect.name == "postgresql" else "temp")
-
-
-def stage_assignments(
+def replace_assignments(
     conn: Connection,
     settings: SegmentSettings,
     tables: OutputTables,
     assignments: pd.DataFrame,
     customer_id_is_integer: bool,
-) -> QuotedIdentifier:
-    """Write the run's rows into a temporary table shaped like ``customer_segments`` (dropped at the
-    end of the transaction; one COPY on PostgreSQL) and return its name."""
+    *,
+    as_of: date,
+    run_id: str,
+) -> bool:
+    """Replace the rows of ``customer_segments`` with ``assignments`` and bring the history in line (see
+    the module). Returns whether the history was updated (not for a backfill: see
+    :func:`tasks.load.history.update_history`)."""
     check_customer_id_type(conn, settings, tables, customer_id_is_integer)
     add_attribute_columns(conn, tables, assignments)
-    incoming = incoming_table(conn)
+    replaced = delete_current_rows(conn, tables)
+    entry = update_history(conn, tables, as_of, run_id, replaced, assignments)
+    history_updated = entry is not None
+    if entry is None:
+        entry = pd.DataFrame({name: pd.Series([None] * len(assignments), dtype=object) for name in ENTRY_COLUMNS})
+        entry.index = assignments.index
+    rows = pd.concat([assignments, entry], axis=1)
+    if not len(rows):
+        return history_updated
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"create temporary table {INCOMING} (like {tables.customer_segments}) on commit drop")
-        if len(assignments):
-            copy_rows_into(conn, "pg_temp", INCOMING, list(assignments.columns), assignments)
-        return incoming
-    conn.exec_driver_sql(f"drop table if exists {incoming}")
-    conn.exec_driver_sql(f"create temp table {INCOMING} as select * from {tables.customer_segments} where 0")
-    if len(assignments):
+        copy_rows_into(conn, tables.schema_name, "customer_segments", list(rows.columns), rows)
+    else:
         extra = dict.fromkeys(assignments.columns[len(ASSIGNMENT_COLUMNS) :])
-        table = sa.table(INCOMING, *(sa.column(name, kind) for name, kind in (ASSIGNMENT_COLUMNS | extra).items()))
-        conn.execute(table.insert(), records(assignments, set()))
-    return incoming
+        kinds = ASSIGNMENT_COLUMNS | extra | {"previous_segment_id": sa.Integer, "segment_since": sa.Date}
+        table = tables.table("customer_segments", kinds | {"previous_segment_name": sa.Text})
+        conn.execute(table.insert(), records(rows, set()))
+    return history_updated
 
 
-def replace_assignments(conn: Connection, tables: OutputTables, columns: list[str]) -> None:
-    """Empty ``customer_segments`` (PostgreSQL: ``TRUNCATE``, rolled back with the transaction) and fill
-    it from the incoming rows, with each customer's previous segment and the date they entered the
-    current one (``sql/customer_segments_from_incoming.sql``)."""
+def delete_current_rows(conn: Connection, tables: OutputTables) -> pd.DataFrame:
+    """Delete every row of ``customer_segments`` and return what the history comparison reads of them
+    (``REPLACED_COLUMNS``), in one statement; dates as timestamps."""
+    statement = load_sql("customer_segments_replaced", customer_segments=tables.customer_segments)
     try:
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"truncate table {tables.customer_segments}")
+            replaced = read_with_copy(conn, statement, {})
         else:
-            conn.exec_driver_sql(f"delete from {tables.customer_segments}")
-    except sa.exc.ProgrammingError as error:
-        if isinstance(error.orig, psycopg.errors.InsufficientPrivilege):
+            replaced = pd.DataFrame(conn.exec_driver_sql(statement).all(), columns=REPLACED_COLUMNS)
+    except (sa.exc.ProgrammingError, psycopg.errors.InsufficientPrivilege) as error:
+        if isinstance(getattr(error, "orig", error), psycopg.errors.InsufficientPrivilege):
             raise SourceError(
-                f"the job's role may not empty {tables.customer_segments}: make it the table's owner or grant "
-                "it TRUNCATE (`segments grants` prints the grants)"
+                f"the job's role may not delete from {tables.customer_segments}: make it the table's owner or "
+                "grant it DELETE (`segments grants` prints the grants)"
             ) from None
         raise
-    sql = load_sql(
-        "customer_segments_from_incoming",
-        customer_segments=tables.customer_segments,
-        incoming=incoming_table(conn),
-        history=tables.customer_segment_history,
-        columns=QuotedIdentifier(", ".join(quote_identifier(conn, column) for column in columns)),
-        incoming_columns=QuotedIdentifier(
-            ", ".join(f"incoming.{quote_identifier(conn, column)}" for column in columns)
-        ),
+    return replaced.astype({"segment_id": "Int64", "previous_segment_id": "Int64"}).assign(
+        segment_since=pd.to_datetime(replaced["segment_since"]), as_of=pd.to_datetime(replaced["as_of"])
     )
-    conn.exec_driver_sql(sql)
 
 
 def check_customer_id_type(
@@ -135,20 +133,3 @@ def add_attribute_columns(conn: Connection, tables: OutputTables, assignments: p
             conn.exec_driver_sql(
                 f"alter table {tables.customer_segments} add column {quote_identifier(conn, name)} {kind}"
             )
-
-
-def records(frame: pd.DataFrame, json_columns: set[str]) -> list[dict[str, Any]]:
-    """``frame`` as a list of plain dicts for executemany: missing values as None, timestamps as
-    datetimes, JSON text columns parsed."""
-    rows: list[dict[str, Any]] = [
-        {str(key): value for key, value in row.items()}
-        for row in frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    ]
-    for row in rows:
-        for column, value in row.items():
-            if isinstance(value, pd.Timestamp):
-                row[column] = value.to_pydatetime()
-        for column in json_columns:
-            if isinstance(row.get(column), str):
-                row[column] = json.loads(row[column])
-    return rows

@@ -1,8 +1,11 @@
-"""PostgreSQL ``COPY ... FROM STDIN`` of a frame, on the connection of the caller's transaction."""
+"""A frame's rows written on the connection of the caller's transaction: PostgreSQL ``COPY ... FROM STDIN``,
+or plain rows for an ``executemany`` (SQLite)."""
 
 from __future__ import annotations
 
 import io
+import json
+from typing import Any
 
 import pandas as pd
 import psycopg
@@ -49,3 +52,20 @@ def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: li
             copy.write(buffer.getbuffer())
     except psycopg.Error as error:
         raise sa.exc.DBAPIError.instance(statement.as_string(driver_connection), None, error, psycopg.Error) from error
+
+
+def records(frame: pd.DataFrame, json_columns: set[str]) -> list[dict[str, Any]]:
+    """``frame`` as a list of plain dicts for executemany: missing values as None, timestamps as
+    datetimes, JSON text columns parsed."""
+    rows: list[dict[str, Any]] = [
+        {str(key): value for key, value in row.items()}
+        for row in frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    ]
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, pd.Timestamp):
+                row[column] = value.to_pydatetime()
+        for column in json_columns:
+            if isinstance(row.get(column), str):
+                row[column] = json.loads(row[column])
+    return rows

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from tasks.database import connection_errors, make_engine
 from tasks.errors import LockTimeoutError
 from tasks.extract.result import ExtractResult, StateUpdate
-from tasks.load.assignments import records, replace_assignments, stage_assignments
+from tasks.load.assignments import replace_assignments
 from tasks.load.checks import check_output, read_output_figures
-from tasks.load.history import update_history
+from tasks.load.copy import records
 from tasks.load.model_store import insert_model
 from tasks.load.runs import JSON, RUN_COLUMNS, finished_run_values, run_record_fields
 from tasks.load.schema import describe_outputs, output_tables
@@ -59,10 +59,9 @@ def write_run_outputs(
                 timeout = f"{round(settings.lock_timeout_seconds * 1000)}ms"
                 conn.execute(sa.text("select set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
             tables = output_tables(conn, settings)
-            assignments = segments.assignments
-            incoming = stage_assignments(conn, settings, tables, assignments, customer_id_is_integer)
-            history_updated = update_history(conn, tables, as_of, incoming)
-            replace_assignments(conn, tables, list(assignments.columns))
+            history_updated = replace_assignments(
+                conn, settings, tables, segments.assignments, customer_id_is_integer, as_of=as_of, run_id=run_id
+            )
             if new_model is not None:
                 insert_model(conn, tables, new_model)
             if state is not None:

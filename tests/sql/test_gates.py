@@ -99,12 +99,12 @@ def test_a_write_that_breaks_an_output_check_is_rolled_back(backend: Backend, mo
     load_synthetic(backend, customers=300)
     run_once(backend)
     before = read(backend, "customer_segments", "customer_id")
-    original = write.stage_assignments
+    original = write.replace_assignments
 
-    def all_but_one(conn, settings, tables, assignments, *args):  # type: ignore[no-untyped-def]
-        return original(conn, settings, tables, assignments.iloc[:-1], *args)
+    def all_but_one(conn, settings, tables, assignments, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return original(conn, settings, tables, assignments.iloc[:-1], *args, **kwargs)
 
-    monkeypatch.setattr(write, "stage_assignments", all_but_one)
+    monkeypatch.setattr(write, "replace_assignments", all_but_one)
     with pytest.raises(OutputCheckError, match=r"299 customers written, 300 in the run"):
         run_once(backend, model_policy="refit")
 

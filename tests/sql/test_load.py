@@ -86,12 +86,13 @@ def test_a_failed_write_leaves_the_previous_state_untouched(backend: Backend, mo
 
     # The next run's rows hold a duplicate customer id: the write fails after emptying the table and
     # writing most of the rows inside the transaction.
-    original = write.stage_assignments
+    original = write.replace_assignments
 
-    def with_a_duplicate(conn, settings, tables, assignments, *args):  # type: ignore[no-untyped-def]
-        return original(conn, settings, tables, pd.concat([assignments, assignments.tail(1)], ignore_index=True), *args)
+    def with_a_duplicate(conn, settings, tables, assignments, *args, **kwargs):  # type: ignore[no-untyped-def]
+        duplicated = pd.concat([assignments, assignments.tail(1)], ignore_index=True)
+        return original(conn, settings, tables, duplicated, *args, **kwargs)
 
-    monkeypatch.setattr(write, "stage_assignments", with_a_duplicate)
+    monkeypatch.setattr(write, "replace_assignments", with_a_duplicate)
     with pytest.raises(sa.exc.IntegrityError):
         run_once(backend, n_clusters=5, model_policy="refit", as_of=date(2024, 3, 2))
 
@@ -134,17 +135,22 @@ def test_a_failure_is_recorded_without_the_password(postgres_url: str, pg_schema
     assert "s3cret-pw" not in settings_text
 
 
-def test_a_rerun_of_the_same_date_rewrites_only_the_history_that_changed(backend: Backend) -> None:
+def test_a_rerun_of_the_same_date_gives_the_history_of_one_run_of_that_date(backend: Backend) -> None:
     load_synthetic(backend, customers=300)
     first = run_once(backend, n_clusters=4)
     history_before = read(backend, "customer_segment_history", "customer_id")
     assert set(history_before["run_id"]) == {first}
+    entries_before = read(backend, "customer_segments", "customer_id")[["customer_id", "segment_since"]]
 
-    # same model, same data, same date: every segment is the same, so no history row is rewritten
-    run_once(backend, model_policy="reuse")
+    # same model, same data, same date: the same history, its rows now naming the run that replaced the first
+    rerun = run_once(backend, model_policy="reuse")
 
     history_after = read(backend, "customer_segment_history", "customer_id")
-    pd.testing.assert_frame_equal(history_after, history_before)
+    assert set(history_after["run_id"]) == {rerun}
+    columns = ["customer_id", "segment_id", "segment_name", "valid_from", "valid_to"]
+    pd.testing.assert_frame_equal(history_after[columns], history_before[columns])
+    entries_after = read(backend, "customer_segments", "customer_id")[["customer_id", "segment_since"]]
+    pd.testing.assert_frame_equal(entries_after, entries_before)
 
 
 def test_the_history_follows_every_move_and_every_customer_gone(backend: Backend) -> None:
@@ -288,17 +294,17 @@ def test_a_users_view_on_customer_segments_survives_a_run_and_shows_the_new_rows
     assert scalar(written, f"select min(run_id) from {written.schema}.champions") == latest
 
 
-def test_a_role_that_may_not_empty_customer_segments_gets_one_line_and_nothing_written(
+def test_a_role_that_may_not_delete_from_customer_segments_gets_one_line_and_nothing_written(
     written: Backend, role: str
 ) -> None:
     with written.engine().begin() as conn:
-        conn.exec_driver_sql(
-            f'grant select, insert, update, delete on all tables in schema {written.schema} to "{role}"'
-        )
+        conn.exec_driver_sql(f'grant select, insert, update on all tables in schema {written.schema} to "{role}"')
+        conn.exec_driver_sql(f'grant delete on all tables in schema {written.schema} to "{role}"')
+        conn.exec_driver_sql(f'revoke delete on {written.schema}.customer_segments from "{role}"')
     before = read(written, "customer_segments", "customer_id")
     url = sa.engine.make_url(written.url).set(username=role).render_as_string(hide_password=False)
 
-    with pytest.raises(SourceError, match="TRUNCATE"):
+    with pytest.raises(SourceError, match="grant it DELETE"):
         run_once(Backend("postgresql", url, written.schema), model_policy="refit", as_of=date(2024, 3, 2))
 
     pd.testing.assert_frame_equal(read(written, "customer_segments", "customer_id"), before)
@@ -340,3 +346,84 @@ def test_each_customer_carries_the_segment_they_moved_from_and_since_when(backen
     assert len(stayed) > 200
     assert second.loc[stayed, "previous_segment_id"].isna().all()
     assert (pd.to_datetime(second.loc[stayed, "segment_since"]).dt.date == AS_OF).all()
+
+
+def test_readers_read_the_previous_rows_during_a_write_without_waiting(
+    written: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = read(written, "customer_segments", "customer_id")
+    customer = before["customer_id"].iloc[0]
+    seen: dict[str, object] = {}
+    original = write.check_output
+
+    def read_while_writing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        # the run's transaction has replaced every row by now; a BI query and a lookup from another
+        # session, each given two seconds, must get the previous rows at once
+        reader = sa.create_engine(written.url)
+        try:
+            with reader.connect() as conn:
+                conn.exec_driver_sql("set statement_timeout = '2s'")
+                table = written.table("customer_segments")
+                seen["count"], seen["runs"] = conn.execute(
+                    sa.text(f"select count(*), array_agg(distinct run_id) from {table}")
+                ).one()
+                seen["lookup"] = conn.execute(
+                    sa.text(f"select run_id from {table} where customer_id = :id"), {"id": customer}
+                ).scalar_one()
+        finally:
+            reader.dispose()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(write, "check_output", read_while_writing)
+    next_night(written)
+
+    assert seen["count"] == len(before)
+    assert seen["runs"] == list(before["run_id"].unique()) and seen["lookup"] == before["run_id"].iloc[0]
+    after = read(written, "customer_segments", "customer_id")
+    assert set(after["run_id"]) != set(before["run_id"])  # and the run's rows are there after its commit
+
+
+def assert_rows_follow_the_history(backend: Backend) -> None:
+    """Every customer's row names the segment of their one open history row, the date it opened and the
+    segment of the row it followed."""
+    history = read(backend, "customer_segment_history", "customer_id, valid_from")
+    assert history.groupby("customer_id")["valid_to"].apply(lambda ends: ends.isna().sum()).max() == 1
+    open_rows = history[history["valid_to"].isna()].set_index("customer_id")
+    closed = history[history["valid_to"].notna()].set_index(["customer_id", "valid_to"])
+    current = read(backend, "customer_segments", "customer_id").set_index("customer_id")
+    assert sorted(open_rows.index) == sorted(current.index)
+    for customer, row in current.iterrows():
+        opened = open_rows.loc[customer]
+        assert row["segment_id"] == opened["segment_id"]
+        assert pd.Timestamp(row["segment_since"]) == pd.Timestamp(opened["valid_from"])
+        key = (customer, opened["valid_from"])
+        previous = closed.loc[key, "segment_id"] if key in closed.index else None
+        assert (None if pd.isna(row["previous_segment_id"]) else row["previous_segment_id"]) == previous
+
+
+def test_the_night_after_a_backfill_brings_the_rows_back_in_line_with_the_history(backend: Backend) -> None:
+    load_synthetic(backend, customers=300)
+    run_once(backend, n_clusters=4, model_policy="refit", as_of=date(2024, 3, 2))
+    # a backfill: the history is left as it was, the rows hold the older date's segments
+    run_once(backend, n_clusters=2, model_policy="refit", as_of=date(2024, 2, 20))
+    backfilled = read(backend, "customer_segments", "customer_id")
+    assert backfilled["segment_since"].isna().all()
+
+    run_once(backend, n_clusters=3, model_policy="refit", as_of=date(2024, 3, 3))
+
+    assert_rows_follow_the_history(backend)
+
+
+def test_a_rerun_of_a_date_where_customers_moved_keeps_rows_and_history_in_line(backend: Backend) -> None:
+    load_synthetic(backend, customers=300)
+    run_once(backend, n_clusters=4, model_policy="refit")
+    run_once(backend, n_clusters=2, model_policy="refit", as_of=date(2024, 3, 2))  # most customers move
+    with backend.engine().begin() as conn:  # a customer gone from the source before the re-run
+        conn.execute(sa.text(f"delete from {backend.table('transactions')} where customer_id = 'C000001'"))
+
+    run_once(backend, n_clusters=5, model_policy="refit", as_of=date(2024, 3, 2))
+
+    assert_rows_follow_the_history(backend)
+    history = read(backend, "customer_segment_history", "customer_id, valid_from")
+    assert set(history["valid_from"].astype(str)) <= {"2024-03-01", "2024-03-02"}
+    assert history[history["customer_id"] == "C000001"]["valid_to"].notna().all()
