@@ -5,12 +5,16 @@ measured in the same run on the same data.
     uv run python bench/scale.py --rows 10000000 --index --baseline 118e2b6 [--repeat 3] [--naive]
 
 Each run is a child process of its own, as the nightly job is, so that its peak memory (max RSS) is
-its own; a CHECKPOINT comes before each. Two nights are run per configuration: a first run into
-empty output tables, then the next night (as-of a day later, a refit), with K=5, in one query and
-with the aggregation in 2 customer-id ranges (``SEGMENTS_PARTITIONS=2``). The baseline runs from a
-git worktree of REF with this checkout's environment, into output tables of its own; both read the
-same source. Rounds alternate which code goes first. The features each wrote are compared: counts
-exact, money to the cent.
+its own; a CHECKPOINT comes before each. Two nights are run with the default settings (automatic K,
+model policy auto): a first run into empty output tables, then the next night (as-of a day later).
+The baseline runs from a git worktree of REF with this checkout's environment, into output tables of
+its own; both read the same source. Rounds alternate which code goes first. The features each wrote
+are compared: counts exact, money to the cent.
+
+Beside them, in each round: the bare aggregation query (count(distinct order_id), sum, max per
+customer, read to the client with COPY), the floor of any run's extract; and a bare binary COPY of
+the rows this checkout wrote into an empty copy of ``customer_segments`` with the same indexes (the
+server reading a file it wrote: no client work), the floor of the write.
 
 The data stays in schema ``bench_scale`` between runs of the same size (``--fresh`` reloads it);
 ``--index`` creates the covering index of ``segments index`` (without it, it is dropped).
@@ -35,9 +39,8 @@ AS_OF = date(2024, 3, 1)
 NEXT_AS_OF = date(2024, 3, 2)
 SCHEMA = "bench_scale"
 LINES_PER_CUSTOMER = 11.4  # what tasks.synthetic produces on average
-K = 5
 NIGHTS = {"first": AS_OF, "next": NEXT_AS_OF}
-CONFIGURATIONS = {1: "one query", 2: "2 partitions"}
+CONFIGURATIONS = {1: "one query"}
 
 
 def load(url: str, rows: int, fresh: bool, index: bool) -> int:
@@ -84,11 +87,8 @@ def night_settings(url: str, output_schema: str, partitions: int, as_of: date = 
         source_table=f"{SCHEMA}.transactions",
         output_schema=output_schema,
         order_id_column="order_id",
-        n_clusters=K,
-        model_policy="refit",
         partitions=partitions,
         as_of=as_of,
-        report_path="",
         force=True,
     )
 
@@ -141,10 +141,47 @@ def naive(url: str) -> dict[str, float]:
     features["recency_days"] = np.floor((as_of - positive["at"].max()).dt.total_seconds() / 86400)
     clustered = features[features["frequency"] > 0]
     values = StandardScaler().fit_transform(clustered[["recency_days", "frequency", "monetary"]])
-    labels = KMeans(n_clusters=K, n_init=10, random_state=0).fit_predict(values)
+    labels = KMeans(n_clusters=5, n_init=10, random_state=0).fit_predict(values)
     clustered.assign(segment=labels).to_sql("naive_segments", engine, schema=SCHEMA, if_exists="replace")
     seconds = time.perf_counter() - started
     engine.dispose()
+    return {"seconds": seconds}
+
+
+def bare_aggregation(url: str) -> dict[str, float]:
+    """The bare aggregation query, its rows read to the client through COPY (as the extract reads)."""
+    import psycopg
+
+    query = (
+        f"select customer_id, count(distinct order_id), sum(amount), max(occurred_at) from {SCHEMA}.transactions "
+        f"where occurred_at < '{AS_OF.isoformat()}' group by customer_id"
+    )
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn, conn.cursor() as cursor:
+        started = time.perf_counter()
+        with cursor.copy(f"copy ({query}) to stdout (format csv)") as copy:  # type: ignore[arg-type]
+            received = sum(len(block) for block in copy)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "bytes": float(received)}
+
+
+def bare_copy(url: str, output_schema: str) -> dict[str, float]:
+    """A binary COPY of ``output_schema.customer_segments``'s rows into an empty copy of the table with
+    the same indexes, read by the server from a file it wrote first (untimed)."""
+    import psycopg
+
+    source = f"{output_schema}.customer_segments"
+    path = f"/tmp/bench_scale_{output_schema}.bin"  # noqa: S108 - the server's own scratch file
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute(f"copy {source} to '{path}' (format binary)")  # type: ignore[arg-type]
+        conn.execute("drop table if exists bench_scale.copy_floor")
+        conn.execute(f"create table bench_scale.copy_floor (like {source} including all)")  # type: ignore[arg-type]
+        conn.execute("checkpoint")
+        started = time.perf_counter()
+        with conn.transaction():
+            conn.execute(f"copy bench_scale.copy_floor from '{path}' (format binary)")  # type: ignore[arg-type]
+        seconds = time.perf_counter() - started
+        conn.execute("drop table bench_scale.copy_floor")
+    Path(path).unlink(missing_ok=True)
     return {"seconds": seconds}
 
 
@@ -240,6 +277,10 @@ def main() -> None:
             print(json.dumps(run_night(args.url, args.child[1], int(args.child[2]), args.child[3])))
         elif args.child[0] == "load":
             print(json.dumps({"rows": load(args.url, args.rows, args.fresh, args.index)}))
+        elif args.child[0] == "aggregation":
+            print(json.dumps(bare_aggregation(args.url)))
+        elif args.child[0] == "copy":
+            print(json.dumps(bare_copy(args.url, args.child[1])))
         else:
             print(json.dumps(naive(args.url)))
         return
@@ -255,6 +296,7 @@ def main() -> None:
     schemas = {name: f"bench_out_{index}" for index, name in enumerate(codes)}
     runs: dict[tuple[str, int, str], list[tuple[dict[str, float], float]]] = {}
     naive_runs: list[tuple[dict[str, float], float]] = []
+    floors: dict[str, list[float]] = {"aggregation": [], "copy": []}
     differences: list[int] = []
     try:
         for round_number in range(args.repeat):
@@ -267,6 +309,8 @@ def main() -> None:
                         runs.setdefault(key, []).append(figures)
                 if len(codes) == 2:
                     differences.append(different_features(args.url, *schemas.values()))
+            floors["aggregation"].append(child(REPO, args.url, "aggregation")[0]["seconds"])
+            floors["copy"].append(child(REPO, args.url, "copy", schemas["this checkout"])[0]["seconds"])
             if args.naive:
                 naive_runs.append(child(REPO, args.url, "naive"))
     finally:
@@ -289,6 +333,15 @@ def main() -> None:
         )
         peak = max(peak for _, peak in measured)
         print(f"{label:44}{summary(process):>22}{summary(seconds):>22}{peak:>9.0f}   {steps}")
+    aggregation, copy = floors["aggregation"], floors["copy"]
+    print(f"bare aggregation query: {summary(aggregation)} s; bare binary COPY of the rows: {summary(copy)} s")
+    for (name, _, night), measured in runs.items():
+        process = statistics.median(figures["process_seconds"] for figures, _ in measured)
+        write = statistics.median(figures["write_seconds"] for figures, _ in measured)
+        print(
+            f"{name}, {night} night: end to end / bare aggregation {process / statistics.median(aggregation):.2f}x; "
+            f"write / bare COPY {write / statistics.median(copy):.2f}x"
+        )
     if len(codes) == 2:
         head, base = codes
         for partitions in CONFIGURATIONS:
