@@ -87,8 +87,9 @@ def write_run_outputs(
                 .where(runs.c.run_id == run_id)
                 .values(status="succeeded", finished_at=datetime.now(UTC), **finished_run_values(run_fields))
             )
-    except sa.exc.DBAPIError as error:
-        if isinstance(error.orig, psycopg.errors.LockNotAvailable):
+    except (sa.exc.DBAPIError, psycopg.errors.LockNotAvailable) as error:
+        # the rows replaced are read through the driver's COPY, whose errors are psycopg's own
+        if isinstance(getattr(error, "orig", error), psycopg.errors.LockNotAvailable):
             raise LockTimeoutError(
                 f"the write waited more than {settings.lock_timeout_seconds:g} s for a lock on an output table "
                 f"({describe_outputs(settings)}) held by another session (a long query, or a session idle in a "

@@ -104,15 +104,19 @@ def test_serialization_failures_and_lost_connections_are_transient_missing_table
     assert not is_transient(missing.value) and not is_transient(no_table.value)
 
 
-def test_a_write_behind_a_long_reader_gives_up_after_the_lock_timeout_and_writes_nothing(
+def test_a_write_behind_an_index_build_gives_up_after_the_lock_timeout_and_writes_nothing(
     postgres_url: str, pg_schema: str
 ) -> None:
     backend = Backend("postgresql", postgres_url, pg_schema)
     load_synthetic(backend, customers=100)
     first = run_once(backend)
-    reader = backend.engine().connect()  # a BI query still running: a share lock on customer_segments
+    reader = backend.engine().connect()  # a long BI query does not hold the write up
     reader.execute(sa.text(f"select count(*) from {backend.table('customer_segments')}"))
-    # Without a lock timeout the write would wait for the reader, which lets go after 20 s
+    first = run_once(backend, as_of=date(2024, 3, 1), lock_timeout_seconds=0.5)
+    reader.rollback()
+    # a BI team's CREATE INDEX (not CONCURRENTLY) still building: a share lock, which writes wait for
+    reader.exec_driver_sql(f"lock table {backend.table('customer_segments')} in share mode")
+    # Without a lock timeout the write would wait for it, which lets go after 20 s
     release = threading.Timer(20, reader.rollback)
     release.start()
     try:
