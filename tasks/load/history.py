@@ -67,7 +67,9 @@ def update_history(
     known = merged["segment_id_before"].notna()
     moved = known & (merged["segment_id"] != merged["segment_id_before"])
     entered = moved | ~known
-    gone = before.loc[~before["customer_id"].isin(current["customer_id"]), "customer_id"]
+    # a merge, not isin: isin on Arrow-backed strings goes through a Python list
+    still = before[["customer_id"]].merge(current[["customer_id"]], how="left", indicator=True)
+    gone = still.loc[still["_merge"] == "left_only", "customer_id"]
     _close_open_rows(conn, history, pd.concat([merged.loc[moved, "customer_id"], gone]).tolist(), as_of)
     opened = merged.loc[entered, ["customer_id", "segment_id", "segment_name"]].assign(
         valid_from=as_of, valid_to=None, run_id=run_id

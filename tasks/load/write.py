@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from tasks.database import connection_errors, make_engine
 from tasks.errors import LockTimeoutError
 from tasks.extract.result import ExtractResult, StateUpdate
-from tasks.load.assignments import replace_assignments
+from tasks.load.assignments import reclaim_replaced_rows, replace_assignments
 from tasks.load.checks import check_output, read_output_figures
 from tasks.load.copy import records
 from tasks.load.model_store import insert_model
@@ -87,6 +87,8 @@ def write_run_outputs(
                 .where(runs.c.run_id == run_id)
                 .values(status="succeeded", finished_at=datetime.now(UTC), **finished_run_values(run_fields))
             )
+        if settings.dialect == "postgresql":
+            reclaim_replaced_rows(engine, tables)
     except (sa.exc.DBAPIError, psycopg.errors.LockNotAvailable) as error:
         # the rows replaced are read through the driver's COPY, whose errors are psycopg's own
         if isinstance(getattr(error, "orig", error), psycopg.errors.LockNotAvailable):
