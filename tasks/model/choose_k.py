@@ -82,11 +82,22 @@ def cluster_stability(
     jaccards = []
     for index, drawn in enumerate(resamples):
         rows = np.unique(drawn)
-        if len(np.unique(values[rows], axis=0)) < k:
+        if count_distinct_rows(values[rows], limit=k) < k:
             continue
         again = KMeans(n_clusters=k, n_init=SELECTION_N_INIT, random_state=random_state + index).fit(values[rows])
         jaccards.append(best_jaccards(labels[rows], again.labels_, k))
     return np.mean(jaccards, axis=0) if jaccards else np.full(k, np.nan)
+
+
+def count_distinct_rows(values: np.ndarray, limit: int) -> int:
+    """Distinct rows of ``values``, counted up to ``limit`` (enough to know whether K fits): a scan that
+    stops early, where sorting every row to count them all costs more than clustering them."""
+    seen: set[bytes] = set()
+    for row in values:
+        seen.add(row.tobytes())
+        if len(seen) >= limit:
+            break
+    return len(seen)
 
 
 def best_jaccards(reference: np.ndarray, other: np.ndarray, k: int) -> np.ndarray:

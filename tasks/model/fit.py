@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import ModelError
-from tasks.model.choose_k import SELECTION_SAMPLE_SIZE, KCurve, choose_k, cluster_stability, resamples_of
+from tasks.model.choose_k import (
+    SELECTION_SAMPLE_SIZE,
+    KCurve,
+    choose_k,
+    cluster_stability,
+    count_distinct_rows,
+    resamples_of,
+)
 from tasks.model.transform import (
     LOG_TRANSFORMED,
     SegmentModel,
@@ -104,7 +111,7 @@ def fit_segment_model(
     log_features = tuple(name for name in encoding.features if name in LOG_TRANSFORMED)
     values = log_features_array(frame, encoding, log_features)
     caps, means, scales = standardize(values, winsorize_quantile)  # values: now what transform() gives
-    distinct_points = _count_distinct_rows(values, limit=max(k_max, n_clusters or 0) + 1)
+    distinct_points = count_distinct_rows(values, limit=max(k_max, n_clusters or 0) + 1)
     needed = n_clusters if n_clusters is not None else min(k_min, distinct_points)
     if distinct_points < max(needed, 2):
         raise ModelError(
@@ -181,13 +188,3 @@ def _sample_indices(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     if n <= size:
         return np.arange(n)
     return np.sort(rng.choice(n, size=size, replace=False))
-
-
-def _count_distinct_rows(values: np.ndarray, limit: int) -> int:
-    """Distinct rows of ``values``, counted up to ``limit`` (enough to know whether K fits)."""
-    seen: set[bytes] = set()
-    for row in values:
-        seen.add(row.tobytes())
-        if len(seen) >= limit:
-            break
-    return len(seen)
