@@ -17,10 +17,12 @@ from sqlalchemy import Connection
 
 from tasks.settings import check_identifier
 
+COPY_BATCH_ROWS = 50_000
+
 
 def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: list[str], frame: pd.DataFrame) -> None:
-    """Write the ``columns`` of ``frame`` into ``table`` with one ``COPY``: one round trip for all the
-    rows instead of a statement per batch.
+    """Write the ``columns`` of ``frame`` into ``table`` with one ``COPY``: one statement streaming all
+    the rows instead of a statement per batch.
 
     Names are validated, then composed by psycopg's ``sql.Identifier``, which quotes them. The CSV is
     rendered by Arrow (strings quoted, NULL as an unquoted empty field, which PostgreSQL's CSV format
@@ -39,17 +41,17 @@ def copy_rows_into(conn: Connection, schema: str | None, table: str, columns: li
     if zoned:
         rows = rows.assign(**{name: rows[name].dt.tz_convert("UTC").dt.tz_localize(None) for name in zoned})
         conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-    buffer = io.BytesIO()
-    pacsv.write_csv(
-        pa.Table.from_pandas(rows, preserve_index=False),
-        buffer,
-        pacsv.WriteOptions(include_header=False, quoting_style="needed"),
-    )
+    arrow_rows = pa.Table.from_pandas(rows, preserve_index=False)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
     driver_connection = conn.connection.driver_connection
     assert driver_connection is not None
     try:
         with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.write(buffer.getbuffer())
+            # rendered a batch at a time: the CSV of every row at once would double the write's memory
+            for batch in arrow_rows.to_batches(max_chunksize=COPY_BATCH_ROWS):
+                buffer = io.BytesIO()
+                pacsv.write_csv(batch, buffer, options)
+                copy.write(buffer.getbuffer())
     except psycopg.Error as error:
         raise sa.exc.DBAPIError.instance(statement.as_string(driver_connection), None, error, psycopg.Error) from error
 
