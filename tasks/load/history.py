@@ -92,8 +92,7 @@ def update_history(
 def _undo_run_of_date(conn: Connection, history: sa.TableClause, as_of: date) -> bool:
     """Delete the rows an earlier run of ``as_of`` opened and reopen the rows it closed; returns
     whether there were any."""
-    deleted = conn.execute(history.delete().where(history.c.valid_from == as_of).returning(history.c.customer_id))
-    undone = bool(deleted.all())
+    deleted = conn.execute(history.delete().where(history.c.valid_from == as_of))
     open_rows = history.alias("open_rows")
     reopened = conn.execute(
         history.update()
@@ -102,9 +101,8 @@ def _undo_run_of_date(conn: Connection, history: sa.TableClause, as_of: date) ->
             ~sa.exists().where(open_rows.c.customer_id == history.c.customer_id, open_rows.c.valid_to.is_(None)),
         )
         .values(valid_to=None)
-        .returning(history.c.customer_id)
     )
-    return bool(reopened.all()) or undone
+    return deleted.rowcount > 0 or reopened.rowcount > 0
 
 
 def _open_rows(conn: Connection, tables: OutputTables) -> pd.DataFrame:
