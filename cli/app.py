@@ -54,8 +54,8 @@ def _fail(error: SegmentsError) -> typer.Exit:
 
 
 def _prepare_prefect_environment(verbose: bool = False) -> None:
-    # Settings for the temporary Prefect server the CLI starts when PREFECT_API_URL is unset (a server
-    # of the user's own is not affected); users' own settings win. It can need more than its default
+    # Settings for the temporary Prefect server `segments serve` starts when PREFECT_API_URL is unset (a
+    # server of the user's own is not affected); users' own settings win. It can need more than its default
     # 20 s to start on a small machine, and it sends no usage telemetry: the user did not ask for a
     # server, and offline its attempt printed an ERROR line in every run.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -96,12 +96,9 @@ def delete_current_rows(conn: Connection, tables: OutputTables) -> pd.DataFrame:
     (``REPLACED_COLUMNS``), in one statement; dates as timestamps."""
     statement = load_sql("customer_segments_replaced", customer_segments=tables.customer_segments)
     try:
-        if conn.dialect.name == "postgresql":
-            replaced = read_with_copy(conn, statement, {})
-        else:
-            replaced = pd.DataFrame(conn.exec_driver_sql(statement).all(), columns=REPLACED_COLUMNS)
-    except (sa.exc.ProgrammingError, psycopg.errors.InsufficientPrivilege) as error:
-        if isinstance(getattr(error, "orig", error), psycopg.errors.InsufficientPrivilege):
+        replaced = _read_replaced_rows(conn, statement)
+    except sa.exc.ProgrammingError as error:
+        if isinstance(error.orig, psycopg.errors.InsufficientPrivilege):
             raise SourceError(
                 f"the job's role may not delete from {tables.customer_segments}: make it the table's owner or "
                 "grant it DELETE (`segments grants` prints the grants)"
@@ -110,6 +107,15 @@ def delete_current_rows(conn: Connection, tables: OutputTables) -> pd.DataFrame:
     return replaced.astype({"segment_id": "Int64", "previous_segment_id": "Int64"}).assign(
         segment_since=pd.to_datetime(replaced["segment_since"]), as_of=pd.to_datetime(replaced["as_of"])
     )
+
+
+def _read_replaced_rows(conn: Connection, statement: str) -> pd.DataFrame:
+    if conn.dialect.name != "postgresql":
+        return pd.DataFrame(conn.exec_driver_sql(statement).all(), columns=REPLACED_COLUMNS)
+    try:
+        return read_with_copy(conn, statement, {})
+    except psycopg.Error as error:  # raised as SQLAlchemy raises any other statement's error
+        raise sa.exc.DBAPIError.instance(statement, None, error, psycopg.Error) from error
 
 
 def check_customer_id_type(

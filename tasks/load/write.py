@@ -44,7 +44,7 @@ def write_run_outputs(
     state: StateUpdate | None = None,
 ) -> bool:
     """Write the run's outputs in one transaction (see the module). On PostgreSQL the wait for a lock
-    held by another session (a long BI query on ``customer_segments``) is bounded by
+    held by another session (an index build on ``customer_segments``; BI reads take none) is bounded by
     ``SEGMENTS_LOCK_TIMEOUT_SECONDS``; past it the write rolls back with :class:`LockTimeoutError`.
 
     Returns whether the history was updated: it is not for an as-of date older than its latest
@@ -89,14 +89,13 @@ def write_run_outputs(
             )
         if settings.dialect == "postgresql":
             reclaim_replaced_rows(engine, tables)
-    except (sa.exc.DBAPIError, psycopg.errors.LockNotAvailable) as error:
-        # the rows replaced are read through the driver's COPY, whose errors are psycopg's own
-        if isinstance(getattr(error, "orig", error), psycopg.errors.LockNotAvailable):
+    except sa.exc.DBAPIError as error:
+        if isinstance(error.orig, psycopg.errors.LockNotAvailable):
             raise LockTimeoutError(
                 f"the write waited more than {settings.lock_timeout_seconds:g} s for a lock on an output table "
-                f"({describe_outputs(settings)}) held by another session (a long query, or a session idle in a "
-                "transaction: see pg_stat_activity); nothing was written. The flow retries; "
-                "SEGMENTS_LOCK_TIMEOUT_SECONDS sets the wait"
+                f"({describe_outputs(settings)}) held by another session (an index build, an ALTER TABLE, or a "
+                "session idle in a transaction that took such a lock: see pg_stat_activity); nothing was written. "
+                "The flow retries; SEGMENTS_LOCK_TIMEOUT_SECONDS sets the wait"
             ) from None
         raise
     finally:
