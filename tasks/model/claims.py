@@ -1,9 +1,12 @@
 """Names true of their members. A segment takes a name of the RFM grid (Champions, Loyal, At Risk,
 ...) only when at least 70% of its members' own R/F/M scores fall in that cell; otherwise its name is
 built from claims that hold for at least 70% of its members ("Lapsed repeat buyers", "Recent
-high-spending one-time buyers"). Every name states recency or frequency; names are unique within a
-model, told apart by the next claim that is true of them. A segment's purity is the share of its
-members of whom its name is true.
+high-spending one-time buyers"). Every name states recency or frequency, each aspect at most once
+(so no word twice and no contradiction), in at most four words before its noun. Names are unique
+within a model: told apart by the next claim true of them, then by a finer claim of one aspect that
+differs between them (a spend tier: "top-spending" beside "high-spending"); segments that no claim
+tells apart are one segment, under one name. A segment's purity is the share of its members of whom
+its name is true.
 
 A name is kept as its claims (``grid:Champions`` or ``recency:lapsed``, ``frequency:repeat``, ...), so
 that its purity can be measured again on any night's members.
@@ -72,7 +75,42 @@ CLAIMS: dict[str, list[Claim]] = {  # per aspect, the most telling first
         ),
     ],
 }
-CLAIM_BY_KEY = {claim.key: claim for claims in CLAIMS.values() for claim in claims}
+#: Finer claims, stated only to tell apart segments whose names would otherwise be the same.
+FINER_CLAIMS: dict[str, list[Claim]] = {
+    "monetary": [
+        Claim("monetary:top", "top-spending", None, "spend the most of all (M 5)", lambda m: m["m_score"] == 5),
+        Claim("monetary:lowest", "lowest-spending", None, "spend the least of all (M 1)", lambda m: m["m_score"] == 1),
+        Claim(
+            "monetary:mid",
+            "mid-spending",
+            None,
+            "spend a middling amount (M 2-4)",
+            lambda m: m["m_score"].between(2, 4),
+        ),
+    ],
+    "recency": [
+        Claim(
+            "recency:long-lapsed", "long-lapsed", None, "have not bought for longest (R 1)", lambda m: m["r_score"] == 1
+        ),
+    ],
+    "tenure": [
+        Claim(
+            "tenure:long-standing",
+            "long-standing",
+            None,
+            "first bought over a year ago",
+            lambda m: m["tenure_days"] > 365,
+        ),
+    ],
+}
+CLAIM_BY_KEY = {claim.key: claim for table in (CLAIMS, FINER_CLAIMS) for claims in table.values() for claim in claims}
+#: Per aspect, the claims that may tell segments apart, the narrowest first.
+TELLING_APART = {
+    "monetary": ["monetary:top", "monetary:lowest", "monetary:high", "monetary:low", "monetary:mid"],
+    "recency": ["recency:long-lapsed", "recency:recent", "recency:lapsed", "recency:active", "recency:lapsing"],
+    "frequency": ["frequency:one-time", "frequency:frequent", "frequency:repeat", "frequency:occasional"],
+    "tenure": ["tenure:new", "tenure:long-standing"],
+}
 GRID = "grid:"
 
 
@@ -185,19 +223,54 @@ def _core_length(claims: list[str]) -> int:
 
 
 def _tell_apart(names: dict[int, SegmentName], members_of: Sequence[pd.DataFrame]) -> None:
-    """Segments whose claims ran out while their names still clash are told apart by how they compare:
-    the higher spend reads "higher-spending", the lower "lower-spending"."""
+    """Segments whose names still clash when their claims ran out are told apart by one aspect
+    (spending first, then recency, frequency, tenure) in which each has a claim, the most specific
+    true of 70% of its members with its other claims, and those claims all differ: the claim takes
+    that aspect's place in the name. Segments no aspect tells apart keep one name: they are one
+    segment (:func:`tasks.model.step.fitted_labelling` gives them one id)."""
+    for clashing in _clashes(names):
+        for aspect in ("monetary", "recency", "frequency", "tenure"):
+            told = {index: _finest_claim(names[index].claims, aspect, members_of[index]) for index in clashing}
+            stated = [claims for claims in told.values() if claims is not None]
+            if len(stated) < len(clashing) or len({claims_name(claims) for claims in stated}) < len(stated):
+                continue
+            others = {name.name for index, name in names.items() if index not in clashing}
+            if others & {claims_name(claims) for claims in stated}:
+                continue
+            for index, claims in told.items():
+                assert claims is not None
+                names[index] = SegmentName(claims_name(claims), claims, true_share(members_of[index], claims))
+            break
+        else:  # one segment: its purity is measured on all its members
+            together = pd.concat([members_of[index] for index in clashing])
+            for index in clashing:
+                names[index] = SegmentName(
+                    names[index].name, names[index].claims, true_share(together, names[index].claims)
+                )
+
+
+def _clashes(names: dict[int, SegmentName]) -> list[list[int]]:
     by_name: dict[str, list[int]] = {}
     for index, name in names.items():
         by_name.setdefault(name.name, []).append(index)
-    for clashing in by_name.values():
-        if len(clashing) < 2:
-            continue
-        spend = sorted(clashing, key=lambda index: -float(members_of[index]["monetary"].mean()))
-        for rank, index in enumerate(spend):
-            word = "Higher-spending" if rank == 0 else "Lower-spending" if rank == len(spend) - 1 else "Mid-spending"
-            old = names[index]
-            names[index] = SegmentName(f"{word} {old.name[0].lower()}{old.name[1:]}", old.claims, old.purity)
+    return [indexes for indexes in by_name.values() if len(indexes) > 1]
+
+
+def _finest_claim(claims: tuple[str, ...], aspect: str, members: pd.DataFrame) -> tuple[str, ...] | None:
+    """``claims`` with ``aspect`` stated by its narrowest claim that is true, with the others, of 70%
+    of ``members``; ``None`` when none is. A grid name has no aspects."""
+    if claims and claims[0].startswith(GRID):
+        return None
+    rest = tuple(key for key in claims if CLAIM_BY_KEY[key].aspect != aspect)
+    for key in TELLING_APART[aspect]:
+        stated = tuple(sorted((*rest, key), key=_aspect_order))
+        if true_share(members, stated) >= TRUE_OF:
+            return stated
+    return None
+
+
+def _aspect_order(key: str) -> int:
+    return ("recency", "frequency", "monetary", "tenure").index(CLAIM_BY_KEY[key].aspect)
 
 
 def persona_of(name: SegmentName, members: pd.DataFrame) -> SegmentPersona:

@@ -6,6 +6,7 @@ model, start without it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import pandas as pd
 from tasks.errors import ModelError
 from tasks.model.choose_k import (
     SELECTION_SAMPLE_SIZE,
+    UNSTABLE,
     KCurve,
     choose_k,
     cluster_stability,
@@ -95,6 +97,7 @@ def fit_segment_model(
     sample_size: int,
     winsorize_quantile: float,
     random_state: int,
+    previous: SegmentModel | None = None,
 ) -> FitResult:
     """Fit the segmentation model on customers with net purchases and label every one of them.
 
@@ -103,6 +106,12 @@ def fit_segment_model(
     (k-means++, ``random_state``) is fitted on at most ``sample_size`` customers and every customer is
     then assigned to the nearest centroid; each cluster's stability is measured on the same sample.
     The same inputs and seed give the same result.
+
+    A refit passes the ``previous`` model. With the same features, KMeans starts from its centroids,
+    carried into the new scaling, so that segments follow their customers instead of being drawn
+    afresh; and an automatic K stays the previous K (in the range) while none of the segments so fitted
+    is unstable (mean bootstrap Jaccard below 0.6): K changes when the data no longer hold its segments,
+    not when another K's stability crosses 0.75 from one week to the next.
     """
     import sklearn
     from sklearn.cluster import KMeans
@@ -120,15 +129,43 @@ def fit_segment_model(
         )
     rng = np.random.default_rng(random_state)
     selection = values[_sample_indices(len(values), SELECTION_SAMPLE_SIZE, rng)]
-    curve = None
+    fit_values = values if len(values) <= sample_size else values[_sample_indices(len(values), sample_size, rng)]
+    resamples = resamples_of(len(selection), np.random.default_rng(random_state))
+    same_space = previous is not None and (previous.features, previous.log_features) == (
+        encoding.features,
+        log_features,
+    )
+    # a refit starts from the previous centroids, carried into the new scaling
+    start = None
+    if previous is not None and same_space:
+        start = (previous.centroids * previous.scales + previous.means - means) / scales
+    curve, kmeans, stability = None, None, None
     if n_clusters is None:
         curve = choose_k(selection, k_min, min(k_max, distinct_points), random_state)
         n_clusters, k_reason = curve.chosen, curve.reason
+        if start is not None and k_min <= len(start) <= min(k_max, distinct_points) and len(start) != n_clusters:
+            kept = KMeans(n_clusters=len(start), init=start, n_init=1, random_state=random_state).fit(fit_values)
+            kept_stability = cluster_stability(
+                selection, nearest_centroid(selection, kept.cluster_centers_), resamples, random_state
+            )
+            least = float(np.nanmin(kept_stability)) if np.isfinite(kept_stability).any() else 0.0
+            if least >= UNSTABLE:
+                k_reason = (
+                    f"K={len(start)} kept from the previous model: none of its segments became unstable on "
+                    f"today's customers (the least stable at {least:.2f}, >= {UNSTABLE}); without a previous "
+                    f"model the rule would take {k_reason}"
+                )
+                n_clusters, kmeans, stability = len(start), kept, kept_stability
+                curve = dataclasses.replace(curve, chosen=n_clusters, reason=k_reason)
     else:
         k_reason = f"K={n_clusters} fixed by the n_clusters setting"
 
-    fit_values = values if len(values) <= sample_size else values[_sample_indices(len(values), sample_size, rng)]
-    kmeans = KMeans(n_clusters=n_clusters, n_init=FIT_N_INIT, random_state=random_state).fit(fit_values)
+    if kmeans is None:
+        if start is not None and len(start) == n_clusters:
+            kmeans = KMeans(n_clusters=n_clusters, init=start, n_init=1, random_state=random_state)
+        else:
+            kmeans = KMeans(n_clusters=n_clusters, n_init=FIT_N_INIT, random_state=random_state)
+        kmeans.fit(fit_values)
     model = SegmentModel(
         features=encoding.features,
         categorical=encoding.categorical,
@@ -142,12 +179,8 @@ def fit_segment_model(
         library_versions={"scikit-learn": sklearn.__version__, "numpy": np.__version__},
     )
     labels = nearest_centroid(values, model.centroids)
-    stability = cluster_stability(
-        selection,
-        nearest_centroid(selection, model.centroids),
-        resamples_of(len(selection), np.random.default_rng(random_state)),
-        random_state,
-    )
+    if stability is None:
+        stability = cluster_stability(selection, nearest_centroid(selection, model.centroids), resamples, random_state)
     metrics = clustering_metrics(values, labels, model.centroids, rng)
     return FitResult(
         model=model,

@@ -53,6 +53,7 @@ def build_segments(
     segment_of_cluster = {index: int(segment) for index, segment in enumerate(segment_ids)}
     names = {int(segment): name.name for segment, name in zip(segment_ids, segment_names, strict=True)}
     scored = scored.copy(deep=False)  # copy-on-write (pandas 3): the caller's frame stays as it was
+    scored["cluster"] = cluster
     scored["segment_id"] = cluster.map(segment_of_cluster).fillna(NO_NET_PURCHASES_ID).astype("int64")
     scored["segment_name"] = (
         scored["segment_id"].map(names | {NO_NET_PURCHASES_ID: NO_NET_PURCHASES_NAME}).astype("category")
@@ -94,7 +95,7 @@ def _profiles(
     as_of: date,
     run_id: str,
 ) -> pd.DataFrame:
-    centroid_of_segment = {segment: model.centroids[index].tolist() for index, segment in segment_of_cluster.items()}
+    centroid_of_segment = _segment_centroids(scored["cluster"], model, segment_of_cluster)
     total = len(scored)
     segment_ids = scored["segment_id"].to_numpy()
     scores = ["r_score", "f_score", "m_score"]
@@ -142,6 +143,21 @@ def _profiles(
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _segment_centroids(
+    cluster: pd.Series, model: SegmentModel, segment_of_cluster: dict[int, int]
+) -> dict[int, list[float]]:
+    """Each segment's centroid: its cluster's, or for a segment of several clusters (which no claim
+    told apart) their mean weighted by members."""
+    sizes = cluster[cluster >= 0].value_counts()
+    centroids: dict[int, list[float]] = {}
+    for segment in set(segment_of_cluster.values()):
+        indexes = [index for index, of in segment_of_cluster.items() if of == segment]
+        weights = np.array([sizes.get(index, 0) for index in indexes], dtype=np.float64)
+        weights = weights if weights.sum() > 0 else np.ones(len(indexes))
+        centroids[segment] = np.average(model.centroids[indexes], axis=0, weights=weights).tolist()
+    return centroids
 
 
 def _attribute_means(members: pd.DataFrame, model: SegmentModel, attributes: list[str]) -> dict[str, float | None]:

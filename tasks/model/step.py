@@ -4,6 +4,7 @@ database, no Prefect."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -40,6 +41,9 @@ class ModelOutcome:
     segment_changes: dict[str, Any]
     segment_names: tuple[str, ...]
     comparison: list[dict[str, Any]] | None = None
+    #: on a refit, each customer's segment id under the model it replaces (0 without net purchases),
+    #: in the order of the assignments: who moved only because the model changed
+    previous_model_segments: np.ndarray | None = None
 
     @property
     def allowed_names(self) -> set[str]:
@@ -115,6 +119,7 @@ def segment_features(
             sample_size=settings.sample_size,
             winsorize_quantile=settings.winsorize_quantile,
             random_state=settings.random_state,
+            previous=model_refitted(stored, settings),
         )
         model, labels, metrics, k_reason, curve = fit.model, fit.labels, fit.metrics, fit.k_reason, fit.curve
         version = stored.version + 1 if stored else 1
@@ -165,7 +170,27 @@ def segment_features(
         new_model=new_model,
         segment_changes=labelling.changes,
         segment_names=tuple(name.name for name in labelling.names),
+        previous_model_segments=(
+            segments_under(stored, purchasers, clustered) if new_model is not None and stored is not None else None
+        ),
     )
+
+
+def model_refitted(stored: StoredModel | None, settings: SegmentSettings) -> SegmentModel | None:
+    """The model a refit replaces, when it has the same features: its K and centroids are where the
+    refit starts from."""
+    return stored.model if stored is not None and stored.model.input_columns == settings.features else None
+
+
+def segments_under(stored: StoredModel, purchasers: pd.DataFrame, clustered: pd.Series) -> np.ndarray | None:
+    """Each customer's segment id under the ``stored`` model (0 for those not clustered), in the order
+    of ``clustered``; ``None`` when the stored model reads columns today's features lack."""
+    if not set(stored.model.input_columns) <= set(purchasers.columns):
+        return None
+    segments = np.zeros(len(clustered), dtype=np.int64)
+    labels = nearest_centroid(stored.model.transform(purchasers), stored.model.centroids)
+    segments[clustered.to_numpy()] = np.asarray(stored.segment_ids, dtype=np.int64)[labels]
+    return segments
 
 
 def fitted_labelling(
@@ -187,21 +212,34 @@ def fitted_labelling(
         fresh_ids = fresh_segment_ids(cluster_means(scored, labels, model.n_clusters))
         names = []
     keep: dict[int, tuple[str, ...]] = {}
+    previous_ids: tuple[int, ...] = stored.segment_ids if stored else ()
     if stored is not None and stored.model.features == model.features:
         match = match_segments(model, stored)
         ids, next_id = match.segment_ids, match.next_segment_id
         claims_of = dict(zip(stored.segment_ids, stored.segment_claims, strict=True))
         keep = {index: claims_of[segment] for index, segment in match.matched.items() if claims_of[segment]}
-        kept = sorted(match.matched.values())
-        changes = {"kept": kept, "new": sorted(set(ids) - set(kept)), "retired": list(match.retired)}
     else:
         offset = stored.next_segment_id - 1 if stored else 0  # never reuse an id a past model had
         ids = tuple(segment + offset for segment in fresh_ids)
         next_id = max(ids) + 1
-        changes = {"kept": [], "new": sorted(ids), "retired": list(stored.segment_ids) if stored else []}
     if not settings.attributes_only:
         names = name_segments(member_frames(scored, labels, model.n_clusters), keep)
-    return Labelling(tuple(ids), names, stability, next_id, changes)
+    ids = one_id_per_name(ids, names)
+    changes = {
+        "kept": sorted(set(ids) & set(previous_ids)),
+        "new": sorted(set(ids) - set(previous_ids)),
+        "retired": sorted(set(previous_ids) - set(ids)),
+    }
+    return Labelling(ids, names, stability, next_id, changes)
+
+
+def one_id_per_name(ids: Sequence[int], names: Sequence[SegmentName]) -> tuple[int, ...]:
+    """Clusters that no claim tells apart keep one name (:mod:`tasks.model.claims`): they are one
+    segment, under the smallest of their ids."""
+    first: dict[str, int] = {}
+    for segment, name in zip(ids, names, strict=True):
+        first[name.name] = min(first.get(name.name, segment), segment)
+    return tuple(first[name.name] for name in names)
 
 
 def reused_labelling(stored: StoredModel, scored: pd.DataFrame, labels: np.ndarray, attributes_only: bool) -> Labelling:

@@ -4,8 +4,10 @@ names from the claims that hold, unique within a model, with their purity."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from tasks.model.claims import TRUE_OF, name_segments, persona_of, true_share
+from tasks.model.step import one_id_per_name
 
 
 def members(rows: list[tuple[int, int, int, int, int, float]], repeat: int = 1) -> pd.DataFrame:
@@ -67,18 +69,67 @@ def test_segments_with_the_same_claims_are_told_apart_by_the_next_true_claim() -
     assert first.purity == second.purity == 1.0
 
 
-def test_segments_alike_in_every_claim_are_told_apart_by_their_spend_never_by_a_number() -> None:
-    # lapsed one-time buyers, half in the grid's Lost cell, half in Hibernating
+def test_segments_alike_in_every_claim_are_one_segment_under_one_name() -> None:
+    # lapsed one-time mid spenders, half in the grid's Lost cell, half in Hibernating: no claim tells
+    # them apart (their spend differs, but not by a tier), so neither gets a made-up comparative
     bigger = members([(1, 1, 3, 1, 400, 90.0), (2, 1, 3, 1, 400, 90.0)], repeat=5)
     smaller = members([(1, 1, 3, 1, 400, 60.0), (2, 1, 3, 1, 400, 60.0)], repeat=5)
 
     names = name_segments([bigger, smaller])
 
+    assert names[0].name == names[1].name == "Lapsed one-time buyers"
+    assert one_id_per_name((4, 7), names) == (4, 4)
+    assert not any(word in names[0].name.lower() for word in ("higher", "lower", "("))
+
+
+def test_segments_alike_but_for_their_spend_tier_are_told_apart_by_it() -> None:
+    # today's CDNOW-like output named these "Higher-spending recent high-spending frequent buyers" and
+    # "Lower-spending recent high-spending frequent buyers": recent frequent buyers beside a purer
+    # Champions segment, one mostly in the top spend quintile, the other mostly in the fourth
+    champions = members([(5, 5, 5, 20, 400, 900.0)] * 10)
+    top = members([(5, 5, 5, 20, 400, 900.0)] * 6 + [(4, 4, 5, 12, 400, 800.0)] + [(3, 5, 5, 15, 400, 700.0)] * 3)
+    fourth = members([(5, 5, 4, 20, 400, 400.0)] * 6 + [(4, 4, 4, 12, 400, 300.0)] + [(3, 5, 4, 15, 400, 250.0)] * 3)
+
+    names = name_segments([champions, top, fourth])
+
     assert [name.name for name in names] == [
-        "Higher-spending lapsed one-time buyers",
-        "Lower-spending lapsed one-time buyers",
+        "Champions",
+        "Recent top-spending frequent buyers",
+        "Recent high-spending frequent buyers",
     ]
-    assert not any("(" in name.name for name in names)
+    assert all(name.purity is not None and name.purity >= TRUE_OF for name in names)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Higher-spending recent high-spending frequent buyers",
+        "Lower-spending recent high-spending frequent buyers",
+        "Recent top-spending frequent buyers",
+        "New long-lapsed low-spending one-time buyers",
+    ],
+)
+def test_what_a_name_may_say(name: str) -> None:
+    problems = name_problems(name)
+    if name.startswith(("Higher", "Lower")):
+        assert problems  # a word twice, spending stated twice, a contradiction, five words before "buyers"
+    else:
+        assert problems == []
+
+
+def name_problems(name: str) -> list[str]:
+    """What a marketer would object to in a name: a word twice, an aspect twice, a contradiction, more
+    than four words before "buyers"."""
+    words = name.lower().split()
+    problems = []
+    if len(set(words)) < len(words) or len({word.split("-")[-1] for word in words}) < len(words):
+        problems.append("a word twice")
+    tiers = [word for word in words if word.endswith("-spending")]
+    if len(tiers) > 1:
+        problems.append("spending stated twice" + (" and contradicted" if len(set(tiers)) > 1 else ""))
+    if words[-1] == "buyers" and len(words) - 1 > 4:
+        problems.append("more than four words before buyers")
+    return problems
 
 
 def test_two_segments_in_one_cell_share_it_never_and_the_purer_keeps_the_grid_name() -> None:
