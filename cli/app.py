@@ -36,7 +36,7 @@ from cli.options import (
     SampleSize,
     Verbose,
 )
-from tasks.errors import ConfigurationError, SegmentsError
+from tasks.errors import ConfigurationError, PublishError, SegmentsError
 
 app = typer.Typer(
     name="segments",
@@ -154,6 +154,18 @@ def run(
         verbose,
     )
     print_summary(summary)
+    _fail_on_report_error(summary)
+
+
+def _fail_on_report_error(summary: dict[str, Any]) -> None:
+    """After the summary: a run whose outputs committed but whose report failed exits non-zero."""
+    if summary.get("report_error"):
+        raise _fail(
+            PublishError(
+                f"run {summary['run_id']} wrote its outputs (recorded as succeeded) but the report failed: "
+                f"{summary['report_error']}"
+            )
+        )
 
 
 @app.command()
@@ -189,6 +201,7 @@ def demo(
     )
     summary = _run_flow({"as_of": as_of}, verbose)
     print_summary(summary)
+    _fail_on_report_error(summary)
     if point_env_file_at(path, Path.cwd()):
         where = "; .env in this folder points every segments command at it"
     else:

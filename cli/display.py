@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -45,26 +46,31 @@ def progress_display() -> Iterator[Callable[[str, str, str], None]]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"Segments as of {summary['as_of']} ({summary['customers']:,} customers)")
-    table.add_column("id", justify="right")
-    table.add_column("segment")
-    table.add_column("customers", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("purity", justify="right")
-    table.add_column("stability", justify="right")
+    # Read whole at 80 columns or in a pipe: names wrap onto a second line rather than being cut,
+    # figures never wrap, and headers are short enough to leave the names room.
+    table = Table(
+        title=f"Segments as of {summary['as_of']} ({summary['customers']:,} customers)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("segment", overflow="fold", min_width=15)
+    for title in ("customers", "share", "purity", "stable"):
+        table.add_column(title, justify="right", no_wrap=True)
     segments = summary["segments"]
     attributes = [json.loads(segment.get("attribute_means") or "{}") for segment in segments]
     rfm = any(segment.get("mean_frequency") is not None for segment in segments if segment["segment_id"] != 0)
-    rfm_columns = {
-        "mean_recency_days": ("mean recency (days)", "{:.0f}"),
-        "mean_frequency": ("mean frequency (orders)", "{:.1f}"),
-        "mean_monetary": ("mean monetary", "{:,.2f}"),
+    rfm_columns = {  # the means of each segment
+        "mean_recency_days": ("days", "{:.0f}"),
+        "mean_frequency": ("orders", "{:.1f}"),
+        "mean_monetary": ("spend", "{:,.2f}"),
     }
     attribute_names = [name for name in attributes[-1] if "=" not in name] if attributes and attributes[-1] else []
     for title, _ in rfm_columns.values() if rfm else ():
-        table.add_column(title, justify="right")
+        table.add_column(title, justify="right", no_wrap=True)
     for name in attribute_names:
-        table.add_column(f"mean {name}", justify="right")
+        table.add_column(f"mean {name}", justify="right", overflow="fold")
     for segment, means in zip(segments, attributes, strict=True):
         cells = [
             str(segment["segment_id"]),
@@ -79,6 +85,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         cells += [number(means.get(name), "{:,.1f}") for name in attribute_names]
         table.add_row(*cells)
     console.print(table)
+    if rfm:
+        console.print(
+            "purity: share of members the name is true of; stable: bootstrap Jaccard (>= 0.75 stable); days, "
+            "orders, spend: the segment's means of recency, frequency and net spend.",
+            highlight=False,
+        )
     rejected = {reason: count for reason, count in summary["rejected_by_reason"].items() if count}
     guests = summary.get("guest_rows") or 0
     console.print(
@@ -99,6 +111,14 @@ def print_summary(summary: dict[str, Any]) -> None:
         corrected = summary.get("reconciliation_differences")
         fixed = f"; {corrected:,} customers differed from the nights' state" if corrected is not None else ""
         console.print(f"Full aggregation ({summary['extract_reason']}){fixed}.", highlight=False, soft_wrap=True)
+    if summary.get("customers_moved") or summary.get("moved_by_refit") is not None:
+        by_refit = summary.get("moved_by_refit")
+        refit = f", {by_refit:,} of them only because the model was refitted" if by_refit is not None else ""
+        console.print(
+            f"Changed segment since the last run: {summary['customers_moved']:,} customers{refit}.",
+            highlight=False,
+            soft_wrap=True,
+        )
     for note in summary.get("notes") or []:
         errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     if summary.get("algorithm_comparison"):

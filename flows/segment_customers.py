@@ -14,6 +14,7 @@ from flows.extract_partitions import extract_on_dask
 from flows.wiring import Steps, run_segmentation, run_summary
 from tasks import prefect_tasks
 from tasks.deployment import DeploymentSpec
+from tasks.errors import PublishError
 from tasks.extract.result import ExtractResult, default_as_of
 from tasks.load.schema import describe_outputs
 from tasks.run_form import COLUMN_NAME, TABLE_NAME, column_parameter, form_field
@@ -36,7 +37,9 @@ PREFECT_STEPS = Steps(
     gates=prefect_tasks.data_gates_task,
     write=prefect_tasks.write_task,
     fail=prefect_tasks.record_run_failure_task,
+    announce=prefect_tasks.announce_task,
     publish=prefect_tasks.publish_task,
+    publish_failed=prefect_tasks.record_report_error_task,
 )
 
 
@@ -194,6 +197,13 @@ def segment_customers(
         outcome.n_clusters,
         describe_outputs(settings),
     )
+    if result.report_error:
+        # the outputs are live and the run record says so; the flow run still fails, so that
+        # whoever watches the Prefect UI sees the report or artifacts are missing
+        raise PublishError(
+            f"run {result.run_id} wrote its outputs ({describe_outputs(settings)}) but publishing failed: "
+            f"{result.report_error}"
+        )
     return run_summary(result, dry_run=settings.dry_run)
 
 

@@ -20,8 +20,9 @@ from tasks import progress
 from tasks.extract.result import ExtractResult, default_as_of
 from tasks.extract.run_input import extract_run_input
 from tasks.gates import check_data_gates
+from tasks.load.assignments import SegmentMoves
 from tasks.load.model_store import load_latest_model
-from tasks.load.runs import record_run_failure, start_run
+from tasks.load.runs import record_report_error, record_run_failure, start_run
 from tasks.load.write import write_run
 from tasks.locking import run_lock
 from tasks.model.lifecycle import StoredModel
@@ -39,9 +40,11 @@ class Steps:
     stored_model: Callable[[SegmentSettings], StoredModel | None]
     model: Callable[..., ModelOutcome]  # (extract, settings, run_id, scored_at, stored)
     gates: Callable[[SegmentSettings, ExtractResult], list[str]]
-    write: Callable[[SegmentSettings, str, ExtractResult, ModelOutcome], bool]
-    fail: Callable[..., None]  # (settings, run_id, error)
+    write: Callable[[SegmentSettings, str, ExtractResult, ModelOutcome], SegmentMoves]
+    fail: Callable[..., None]  # (settings, run_id, error): before the write committed
+    announce: Callable[..., None]  # (settings, run_id, as_of, outcome, moves): the run's event
     publish: Callable[..., Path | None]  # (settings, extract, outcome, run_id, flow_run_id) -> report
+    publish_failed: Callable[..., None]  # (settings, run_id, error): after the write committed
 
 
 def _model(
@@ -68,21 +71,27 @@ PLAIN_STEPS = Steps(
     gates=check_data_gates,
     write=write_run,
     fail=lambda settings, run_id, error: record_run_failure(settings, run_id=run_id, error=error),
+    # events go to a Prefect server; without one (the CLI's plain run) there is none to tell
+    announce=lambda settings, run_id, as_of, outcome, moves: None,
     publish=_publish,
+    publish_failed=lambda settings, run_id, error: record_report_error(settings, run_id=run_id, error=error),
 )
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run did: its id and date, its input and model outcome, the report it wrote (if any),
-    what a person should know (a gate ``force`` let pass, history left as it was), and each step's
-    wall time in seconds."""
+    """What a run did: its id and date, its input and model outcome, who moved (``None`` for a dry
+    run), the report it wrote (if any) or why it failed after the outputs committed, what a person
+    should know (a gate ``force`` let pass, history left as it was), and each step's wall time in
+    seconds."""
 
     run_id: str
     as_of: date
     extract: ExtractResult
     outcome: ModelOutcome
+    moves: SegmentMoves | None
     report_path: Path | None
+    report_error: str | None
     notes: list[str]
     seconds: dict[str, float]
 
@@ -91,8 +100,10 @@ def run_segmentation(
     settings: SegmentSettings, steps: Steps = PLAIN_STEPS, *, flow_run_id: str | None = None
 ) -> RunResult:
     """One run: take the output's lock, record the run, extract, check the data gates, fit or reuse
-    the model, write everything in one transaction, publish the report. A failure after the run was
-    recorded is recorded on it and re-raised. A dry run writes nothing and takes no lock."""
+    the model, write everything in one transaction, announce it, publish the report. A failure before
+    the write committed is recorded on the run (``failed``) and re-raised; one of the event or the
+    report after it is recorded beside the ``succeeded`` run and returned in ``report_error``, since
+    the run's rows are live. A dry run writes nothing and takes no lock."""
     as_of = settings.as_of or default_as_of()
     run_id = str(uuid.uuid4())
     started_at = datetime.now(UTC)
@@ -121,23 +132,33 @@ def run_segmentation(
                 lambda: steps.model(extract, settings, run_id, started_at, stored),
                 lambda o: (len(o.segments.assignments), "customers"),
             )
+            moves = None
             if not settings.dry_run:
-                history_updated = timed(
+                moves = timed(
                     "write",
                     lambda: steps.write(settings, run_id, extract, outcome),
                     lambda _: (len(outcome.segments.assignments), "rows"),
                 )
-                if not history_updated:
+                if not moves.history_updated:
                     notes.append(
                         f"as-of {as_of} is older than the latest change in customer_segment_history: "
                         "the history was left as it was"
                     )
-            report_path = timed("report", lambda: steps.publish(settings, extract, outcome, run_id, flow_run_id))
         except Exception as error:
             if not settings.dry_run:
                 steps.fail(settings, run_id, f"{type(error).__name__}: {error}")
             raise
-    return RunResult(run_id, as_of, extract, outcome, report_path, notes, seconds)
+        report_path, report_error = None, None
+        try:
+            if moves is not None:
+                steps.announce(settings, run_id, as_of, outcome, moves)
+            report_path = timed("report", lambda: steps.publish(settings, extract, outcome, run_id, flow_run_id))
+        except Exception as error:
+            if settings.dry_run:  # nothing was written: the run simply failed
+                raise
+            report_error = f"{type(error).__name__}: {error}"
+            steps.publish_failed(settings, run_id, report_error)
+    return RunResult(run_id, as_of, extract, outcome, moves, report_path, report_error, notes, seconds)
 
 
 SUMMARY_PROFILE_COLUMNS = [
@@ -177,6 +198,9 @@ def run_summary(result: RunResult, *, dry_run: bool) -> dict[str, Any]:
         "guest_net_amount": counts.guest_net_amount,
         "notes": result.notes,
         "segments": outcome.segments.profiles[SUMMARY_PROFILE_COLUMNS].to_dict(orient="records"),
+        "customers_moved": None if result.moves is None else result.moves.customers_moved,
+        "moved_by_refit": None if result.moves is None else result.moves.moved_by_refit,
         "report_path": None if result.report_path is None else str(result.report_path),
+        "report_error": result.report_error,
         "algorithm_comparison": outcome.comparison,
     }

@@ -51,3 +51,7 @@ class DataGateError(SegmentsError):
 
 class OutputCheckError(SegmentsError):
     """The rows about to be committed break an output check; the transaction was rolled back."""
+
+
+class PublishError(SegmentsError):
+    """The outputs were written (the run succeeded) but its report, artifacts or event failed."""

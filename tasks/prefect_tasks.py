@@ -28,12 +28,14 @@ from tasks.extract.partitions import PartitionPlan, extract_partition
 from tasks.extract.result import ExtractResult
 from tasks.extract.run_input import extract_run_input
 from tasks.gates import check_data_gates
+from tasks.load.assignments import SegmentMoves
 from tasks.load.model_store import load_latest_model
-from tasks.load.runs import record_run_failure, start_run
+from tasks.load.runs import record_report_error, record_run_failure, start_run
 from tasks.load.schema import describe_outputs
 from tasks.load.write import write_run
 from tasks.model.lifecycle import StoredModel
 from tasks.model.step import ModelOutcome, segment_features
+from tasks.report.event import run_completed_event
 from tasks.report.publish import write_run_report
 from tasks.report.summary import profile_rows, run_summary_markdown
 from tasks.settings import SegmentSettings
@@ -208,9 +210,9 @@ def data_gates_task(settings: SegmentSettings, extract: ExtractResult) -> list[s
 
 
 @database_task(name="write-segments", task_run_name="write segments of run {run_id}", timeout_seconds=3600)
-def write_task(settings: SegmentSettings, run_id: str, extract: ExtractResult, outcome: ModelOutcome) -> bool:
-    history_updated = write_run(settings, run_id, extract, outcome)
-    if not history_updated:
+def write_task(settings: SegmentSettings, run_id: str, extract: ExtractResult, outcome: ModelOutcome) -> SegmentMoves:
+    moves = write_run(settings, run_id, extract, outcome)
+    if not moves.history_updated:
         get_run_logger().warning(
             "As-of %s is older than the latest change in customer_segment_history; history left as it was",
             extract.as_of,
@@ -220,12 +222,33 @@ def write_task(settings: SegmentSettings, run_id: str, extract: ExtractResult, o
         f"{len(outcome.segments.assignments):,}",
         len(outcome.segments.profiles),
     )
-    return history_updated
+    if moves.customers_moved is not None:
+        refit = "" if moves.moved_by_refit is None else f", {moves.moved_by_refit:,} of them by the refit alone"
+        get_run_logger().info("%s customers changed segment%s", f"{moves.customers_moved:,}", refit)
+    return moves
 
 
 @database_task(name="record-run-failure", task_run_name="record run {run_id} as failed")
 def record_run_failure_task(settings: SegmentSettings, run_id: str, error: str) -> None:
     record_run_failure(settings, run_id=run_id, error=error)
+
+
+@task(name="announce-run", task_run_name="emit segments.run.completed", cache_policy=NO_CACHE, persist_result=False)
+def announce_task(
+    settings: SegmentSettings, run_id: str, as_of: date, outcome: ModelOutcome, moves: SegmentMoves
+) -> None:
+    """Emit the run's event (:mod:`tasks.report.event`) to the Prefect server the flow reports to."""
+    from prefect.events import emit_event
+
+    event = run_completed_event(settings, run_id, as_of, outcome, moves)
+    emit_event(event=event.event, resource=event.resource, payload=event.payload)
+    get_run_logger().info("Emitted %s for %s", event.event, event.resource["prefect.resource.id"])
+
+
+@database_task(name="record-report-error", task_run_name="record the report's error on run {run_id}")
+def record_report_error_task(settings: SegmentSettings, run_id: str, error: str) -> None:
+    get_run_logger().error("The outputs of run %s are written; publishing failed: %s", run_id, error)
+    record_report_error(settings, run_id=run_id, error=error)
 
 
 @task(

@@ -11,6 +11,7 @@ the current one (:mod:`tasks.load.history`). Then the run's rows are written wit
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -48,6 +49,19 @@ ASSIGNMENT_COLUMNS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class SegmentMoves:
+    """Who changed segment in a run: how many customers moved, how many of them moved only because a
+    refit changed the model (their segment under the previous model is the one they left; ``None``
+    when the run did not refit), and the count of each move from one segment to another. All
+    ``None`` / empty for a backfill, which leaves the history as it was."""
+
+    history_updated: bool
+    customers_moved: int | None = None
+    moved_by_refit: int | None = None
+    moves: list[dict[str, Any]] = field(default_factory=list)
+
+
 def replace_assignments(
     conn: Connection,
     settings: SegmentSettings,
@@ -57,21 +71,26 @@ def replace_assignments(
     *,
     as_of: date,
     run_id: str,
-) -> bool:
+    previous_model_segments: pd.Series | None = None,
+) -> SegmentMoves:
     """Replace the rows of ``customer_segments`` with ``assignments`` and bring the history in line (see
-    the module). Returns whether the history was updated (not for a backfill: see
-    :func:`tasks.load.history.update_history`)."""
+    the module). ``previous_model_segments`` holds, on a refit, each customer's segment id under the
+    model it replaces (same index as ``assignments``). Returns who moved, and whether the history was
+    updated (not for a backfill: see :func:`tasks.load.history.update_history`)."""
     check_customer_id_type(conn, settings, tables, customer_id_is_integer)
     add_attribute_columns(conn, tables, assignments)
     replaced = delete_current_rows(conn, tables)
-    entry = update_history(conn, tables, as_of, run_id, replaced, assignments)
-    history_updated = entry is not None
-    if entry is None:
+    update = update_history(conn, tables, as_of, run_id, replaced, assignments)
+    if update is None:
+        moves = SegmentMoves(history_updated=False)
         entry = pd.DataFrame({name: pd.Series([None] * len(assignments), dtype=object) for name in ENTRY_COLUMNS})
         entry.index = assignments.index
+    else:
+        moves = count_moves(assignments, update.entry, update.moved_from, previous_model_segments)
+        entry = update.entry
     rows = pd.concat([assignments, entry], axis=1)
     if not len(rows):
-        return history_updated
+        return moves
     if conn.dialect.name == "postgresql":
         copy_rows_into(conn, tables.schema_name, "customer_segments", list(rows.columns), rows)
     else:
@@ -79,7 +98,40 @@ def replace_assignments(
         kinds = ASSIGNMENT_COLUMNS | extra | {"previous_segment_id": sa.Integer, "segment_since": sa.Date}
         table = tables.table("customer_segments", kinds | {"previous_segment_name": sa.Text})
         conn.execute(table.insert(), records(rows, set()))
-    return history_updated
+    return moves
+
+
+def count_moves(
+    assignments: pd.DataFrame, entry: pd.DataFrame, moved_from: pd.Series, previous_model_segments: pd.Series | None
+) -> SegmentMoves:
+    """:class:`SegmentMoves` from the history's comparison: ``moved_from`` is the segment each customer
+    left (NA for those who stayed or are new), ``entry`` names it."""
+    moved = moved_from.notna()
+    by_refit = None
+    if previous_model_segments is not None:
+        under_previous = previous_model_segments.reindex(assignments.index)
+        by_refit = int((moved & (under_previous == moved_from).fillna(False)).sum())
+    pairs = pd.DataFrame(
+        {
+            "from_segment_id": moved_from[moved].astype("int64"),
+            "from_segment_name": entry.loc[moved, "previous_segment_name"].astype(str),
+            "to_segment_id": assignments.loc[moved, "segment_id"].astype("int64"),
+            "to_segment_name": assignments.loc[moved, "segment_name"].astype(str),
+        }
+    )
+    counted = pairs.value_counts().rename("customers").reset_index()
+    return SegmentMoves(
+        history_updated=True,
+        customers_moved=int(moved.sum()),
+        moved_by_refit=by_refit,
+        moves=[
+            {
+                str(key): int(value) if key in ("from_segment_id", "to_segment_id", "customers") else value
+                for key, value in row.items()
+            }
+            for row in counted.to_dict(orient="records")
+        ],
+    )
 
 
 def reclaim_replaced_rows(engine: Engine, tables: OutputTables) -> None:

@@ -9,6 +9,7 @@ they entered the current one, so ``customer_segments`` is written once, without 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -34,13 +35,22 @@ HISTORY_COLUMNS = {
 }
 
 
+@dataclass(frozen=True)
+class HistoryUpdate:
+    """Per current customer, in the run's order: ``ENTRY_COLUMNS`` (their previous segment and the date
+    they entered this one) and ``moved_from``, the segment id they left tonight (NA unless they moved)."""
+
+    entry: pd.DataFrame
+    moved_from: pd.Series
+
+
 def update_history(
     conn: Connection, tables: OutputTables, as_of: date, run_id: str, replaced: pd.DataFrame, current: pd.DataFrame
-) -> pd.DataFrame | None:
+) -> HistoryUpdate | None:
     """Close the open rows of customers who moved or left and open rows for those who moved or are
     new, as of ``as_of``, from the rows ``replaced`` (``REPLACED_COLUMNS``) and the run's ``current``
-    rows (customer id, segment id and name). Returns each current customer's ``ENTRY_COLUMNS``, in
-    the order of ``current``.
+    rows (customer id, segment id and name). Returns what each current customer's row says of their
+    past, and who moved, in the order of ``current``.
 
     A re-run of a date first undoes what the earlier run of that date did to the history. Returns
     ``None``, changing nothing, for an as-of date older than the history's latest change: history is
@@ -77,7 +87,7 @@ def update_history(
     _insert_rows(conn, tables, history, opened)
 
     since = pd.to_datetime(merged["segment_since"]).dt.date.astype(object).where(~entered, as_of)
-    return pd.DataFrame(
+    entry = pd.DataFrame(
         {
             "previous_segment_id": merged["segment_id_before"]
             .where(moved, merged["previous_segment_id"])
@@ -87,6 +97,8 @@ def update_history(
         },
         index=current.index,
     )
+    moved_from = merged["segment_id_before"].where(moved).astype("Int64").set_axis(current.index)
+    return HistoryUpdate(entry, moved_from)
 
 
 def _undo_run_of_date(conn: Connection, history: sa.TableClause, as_of: date) -> bool:

@@ -61,6 +61,9 @@ RUN_COLUMNS = {
     "reconciliation_differences": sa.BigInteger,
     "watermark": sa.Text,
     "state_fingerprint": sa.Text,
+    "customers_moved": sa.BigInteger,
+    "moved_by_refit": sa.BigInteger,
+    "report_error": sa.Text,
 }
 
 
@@ -106,29 +109,29 @@ def start_run(
 
 def record_run_failure(settings: SegmentSettings, *, run_id: str, error: str) -> None:
     """Mark the run ``failed`` with its error message (password scrubbed), in its own transaction."""
-    url = settings.database_url.get_secret_value()
-    message = scrub(error, url)[:4000]
-    engine = make_engine(url)
-    try:
-        with connection_errors(url), engine.begin() as conn:
-            runs = output_tables(conn, settings).table("segment_runs", RUN_COLUMNS)
-            conn.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .values(status="failed", finished_at=datetime.now(UTC), error=message)
-            )
-    finally:
-        engine.dispose()
+    message = scrub(error, settings.database_url.get_secret_value())[:4000]
+    _update_run(settings, run_id, status="failed", finished_at=datetime.now(UTC), error=message)
+
+
+def record_report_error(settings: SegmentSettings, *, run_id: str, error: str) -> None:
+    """Keep on a run whose outputs committed the error of its report or artifacts (password scrubbed);
+    its status stays ``succeeded``: its rows are live."""
+    _update_run(settings, run_id, report_error=scrub(error, settings.database_url.get_secret_value())[:4000])
 
 
 def record_algorithm_comparison(settings: SegmentSettings, run_id: str, comparison: list[dict[str, Any]]) -> None:
     """Keep a comparison of algorithms (``segments compare``) on the run it was computed for."""
+    _update_run(settings, run_id, algorithm_comparison=comparison)
+
+
+def _update_run(settings: SegmentSettings, run_id: str, **values: Any) -> None:
+    """Set ``values`` on the run's record, in a transaction of its own."""
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
     try:
         with connection_errors(url), engine.begin() as conn:
             runs = output_tables(conn, settings).table("segment_runs", RUN_COLUMNS)
-            conn.execute(runs.update().where(runs.c.run_id == run_id).values(algorithm_comparison=comparison))
+            conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
     finally:
         engine.dispose()
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import psycopg
 import sqlalchemy as sa
 
 from tasks.database import connection_errors, make_engine
 from tasks.errors import LockTimeoutError
 from tasks.extract.result import ExtractResult, StateUpdate
-from tasks.load.assignments import reclaim_replaced_rows, replace_assignments
+from tasks.load.assignments import SegmentMoves, reclaim_replaced_rows, replace_assignments
 from tasks.load.checks import check_output, read_output_figures
 from tasks.load.copy import records
 from tasks.load.model_store import insert_model
@@ -42,13 +43,16 @@ def write_run_outputs(
     new_model: StoredModel | None = None,
     allowed_names: set[str] | None = None,
     state: StateUpdate | None = None,
-) -> bool:
+    previous_model_segments: pd.Series | None = None,
+) -> SegmentMoves:
     """Write the run's outputs in one transaction (see the module). On PostgreSQL the wait for a lock
     held by another session (an index build on ``customer_segments``; BI reads take none) is bounded by
     ``SEGMENTS_LOCK_TIMEOUT_SECONDS``; past it the write rolls back with :class:`LockTimeoutError`.
 
-    Returns whether the history was updated: it is not for an as-of date older than its latest
-    change, since history is kept in date order.
+    Returns who moved (:class:`~tasks.load.assignments.SegmentMoves`, counted in the run record too)
+    and whether the history was updated: it is not for an as-of date older than its latest change,
+    since history is kept in date order. ``previous_model_segments``: see
+    :func:`~tasks.load.assignments.replace_assignments`.
     """
     url = settings.database_url.get_secret_value()
     engine = make_engine(url)
@@ -59,8 +63,15 @@ def write_run_outputs(
                 timeout = f"{round(settings.lock_timeout_seconds * 1000)}ms"
                 conn.execute(sa.text("select set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
             tables = output_tables(conn, settings)
-            history_updated = replace_assignments(
-                conn, settings, tables, segments.assignments, customer_id_is_integer, as_of=as_of, run_id=run_id
+            moves = replace_assignments(
+                conn,
+                settings,
+                tables,
+                segments.assignments,
+                customer_id_is_integer,
+                as_of=as_of,
+                run_id=run_id,
+                previous_model_segments=previous_model_segments,
             )
             if new_model is not None:
                 insert_model(conn, tables, new_model)
@@ -85,7 +96,13 @@ def write_run_outputs(
             conn.execute(
                 runs.update()
                 .where(runs.c.run_id == run_id)
-                .values(status="succeeded", finished_at=datetime.now(UTC), **finished_run_values(run_fields))
+                .values(
+                    status="succeeded",
+                    finished_at=datetime.now(UTC),
+                    customers_moved=moves.customers_moved,
+                    moved_by_refit=moves.moved_by_refit,
+                    **finished_run_values(run_fields),
+                )
             )
         if settings.dialect == "postgresql":
             reclaim_replaced_rows(engine, tables)
@@ -100,10 +117,10 @@ def write_run_outputs(
         raise
     finally:
         engine.dispose()
-    return history_updated
+    return moves
 
 
-def write_run(settings: SegmentSettings, run_id: str, extract: ExtractResult, outcome: ModelOutcome) -> bool:
+def write_run(settings: SegmentSettings, run_id: str, extract: ExtractResult, outcome: ModelOutcome) -> SegmentMoves:
     """The write step of a run: its extract's counts and its model's outcome, written by
     :func:`write_run_outputs`."""
     return write_run_outputs(
@@ -115,4 +132,9 @@ def write_run(settings: SegmentSettings, run_id: str, extract: ExtractResult, ou
         new_model=outcome.new_model,
         allowed_names=outcome.allowed_names,
         state=extract.state,
+        previous_model_segments=(
+            None
+            if outcome.previous_model_segments is None
+            else pd.Series(outcome.previous_model_segments, index=outcome.segments.assignments.index)
+        ),
     )

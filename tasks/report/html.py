@@ -66,7 +66,7 @@ def report_elbow(
     run that trained the model it used, else none (K was fixed when the model was fitted)."""
     if run_elbow is not None:
         curve = KCurve.from_dict(run_elbow) if isinstance(run_elbow, dict) else run_elbow
-        return curve, "The run's own elbow, from which automatic K was chosen."
+        return curve, f"The run's own scores for each K. {curve.reason}."
     if training_elbow is not None:
         return KCurve.from_dict(training_elbow), "The elbow of the run that fitted this model (this run reused it)."
     return None, "No elbow: K was fixed when this model was fitted (--n-clusters), so none was computed."
@@ -150,14 +150,18 @@ def build_charts(data: ReportData) -> list[Chart]:
                 "elbow",
                 "Elbow curve",
                 "Within-cluster sum of squares for each K on the standardized features; the dashed line marks "
-                f"the knee. {data.elbow_source}",
+                "the knee, shown for reference: K is chosen by how stable the segments are under resampling, "
+                f"not by the knee. {data.elbow_source}",
                 charts.elbow_chart(data.elbow, chosen),
             ),
             Chart(
                 "silhouette",
                 "Silhouette by K",
                 "How well separated the segments are for each K (the chosen K highlighted). Silhouette alone "
-                "tends to prefer K=2 on continuous RFM data, which is why K comes from the knee.",
+                "tends to prefer K=2 on continuous RFM data, which marketing cannot use: K is the largest number "
+                "of segments in the range that all stay stable under resampling (each at least 0.75), among "
+                "those within 0.02 of the best silhouette; a refit keeps the previous K while its segments stay "
+                "at 0.6 or more.",
                 charts.silhouette_chart(data.elbow, chosen),
             ),
         ]

@@ -126,6 +126,47 @@ def test_a_data_gate_stops_a_run_in_one_line_without_a_traceback_and_writes_noth
     assert after == before
 
 
+def test_a_report_that_fails_after_the_write_leaves_the_run_succeeded_and_exits_non_zero(tmp_path: Path) -> None:
+    assert segments("demo", "--customers", "200", cwd=tmp_path).returncode == 0
+    (tmp_path / "not-a-folder").write_text("a file where the report's folder should be")
+
+    result = segments("run", cwd=tmp_path, env={"SEGMENTS_REPORT_PATH": str(tmp_path / "not-a-folder" / "r.html")})
+
+    assert result.returncode == 1
+    assert "Segments as of" in result.stdout  # the outputs were written: their summary is shown
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: run ") and "wrote its outputs" in last and "report failed" in last, last
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'segments_demo.db'}")
+    with engine.connect() as conn:
+        run = conn.execute(
+            sa.text("select run_id, status, report_error from segment_runs order by started_at desc")
+        ).first()
+        live = conn.execute(sa.text("select distinct run_id from customer_segments")).scalars().all()
+    engine.dispose()
+    assert run is not None and run.status == "succeeded" and "not-a-folder" in run.report_error
+    assert live == [run.run_id]  # BI tools, `segments report` and the data gates read this run
+
+
+def test_the_run_summary_reads_whole_at_80_columns(tmp_path: Path) -> None:
+    result = segments("demo", "--customers", "600", cwd=tmp_path, env={"COLUMNS": "80"})
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'segments_demo.db'}")
+    with engine.connect() as conn:
+        profiles = conn.execute(sa.text("select segment_name, mean_monetary from segment_profiles")).all()
+    engine.dispose()
+    # the table is drawn to 80 columns; sentences are left for the terminal to wrap at word breaks
+    output = result.stdout.splitlines()
+    header = next(index for index, line in enumerate(output) if line.split()[:2] == ["id", "segment"])
+    legend = next(index for index, line in enumerate(output) if line.startswith("purity:"))
+    lines = output[header:legend]
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    table = " ".join(" ".join(line.split()) for line in lines)  # names may wrap onto two lines
+    for name, spend in profiles:
+        assert all(word in table for word in name.split()), name
+        assert f"{spend:,.2f}" in result.stdout  # money whole, on one line
+
+
 @pytest.fixture
 def shop_env(tmp_path: Path) -> dict[str, str]:
     url = f"sqlite:///{tmp_path / 'shop.db'}"

@@ -90,8 +90,16 @@ def test_the_report_renders_with_every_image_and_no_console_error(
         )
         assert decoded, f"chart {image.get_attribute('data-chart')} did not decode"
         assert image.size["width"] > 200  # laid out, not collapsed
-    profile_rows = browser.find_elements(By.CSS_SELECTOR, "table.profiles tbody tr")
+    profile_rows = browser.find_elements(By.CSS_SELECTOR, "table.profiles tbody.segment")
     assert len(profile_rows) == len(data.profiles)
+    # the profile table, its recommended actions included, fits the 1280-pixel window: no scroll bar
+    table = browser.find_element(By.CSS_SELECTOR, "table.profiles")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    assert table.rect["x"] + table.rect["width"] <= browser.execute_script("return window.innerWidth")
+    action = browser.find_element(By.CSS_SELECTOR, "table.profiles .action")
+    assert action.is_displayed() and action.rect["x"] + action.rect["width"] <= table.rect["x"] + table.rect["width"]
+    captions = " ".join(caption.text for caption in browser.find_elements(By.CSS_SELECTOR, "figcaption"))
+    assert "stable under resampling" in captions and "K comes from the knee" not in captions
     assert browser.find_elements(By.CSS_SELECTOR, "table.comparison tbody tr")
     assert browser.find_elements(By.CSS_SELECTOR, "table.transitions tbody tr")
     errors = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]  # type: ignore[attr-defined]

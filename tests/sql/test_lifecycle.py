@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.errors import ModelError
+from tasks.model.lifecycle import StoredModel
 from tests.support.backend import Backend
 from tests.support.shop import AS_OF, load_synthetic, read, run_once, write_transactions
 
@@ -119,6 +120,40 @@ def test_segment_ids_survive_a_refit_on_slightly_changed_data(backend: Backend) 
     changes = latest_run(backend)["segment_changes"]
     changes = changes if isinstance(changes, dict) else json.loads(changes)
     assert sorted(changes["kept"]) == [1, 2, 3, 4] and changes["new"] == [] and changes["retired"] == []
+
+
+def test_a_refit_a_week_later_keeps_k_and_counts_who_moved_only_because_of_it(backend: Backend) -> None:
+    load_synthetic(backend, customers=800, seed=11)
+    week_before = AS_OF - timedelta(days=7)
+    run_once(backend, as_of=week_before)
+    first = latest_run(backend)
+    before = segments_by_customer(backend)
+
+    run_once(backend, model_policy="refit")
+
+    run = latest_run(backend)
+    assert run["model_action"] == "refit" and run["n_clusters"] == first["n_clusters"], run["k_reason"]
+    assert f"K={first['n_clusters']}" in run["k_reason"]
+    # Independently: customers whose segment changed, and of them those whom the previous model
+    # (as stored) still puts, on tonight's features, in the segment they left
+    rows = read(backend, "customer_segments", "customer_id").set_index("customer_id")
+    common = before.index.intersection(rows.index)
+    moved = common[(before.loc[common] != rows.loc[common, "segment_id"]).to_numpy()]
+    stored = read(backend, "segment_models", "model_version")
+    previous = StoredModel.from_dict(
+        json.loads(stored.iloc[0]["model"]) if isinstance(stored.iloc[0]["model"], str) else stored.iloc[0]["model"]
+    )
+    clustered = rows.loc[moved]
+    clustered = clustered[clustered["frequency"] > 0]
+    under_previous = np.asarray(previous.segment_ids)[previous.model.predict(clustered.reset_index())]
+    by_refit = int((under_previous == before.loc[clustered.index].to_numpy()).sum())
+    assert run["customers_moved"] == len(moved) > 0
+    assert run["moved_by_refit"] == by_refit
+    assert by_refit <= 0.03 * len(rows), f"{by_refit} of {len(rows)} customers moved by the refit alone"
+    assert len(moved) <= 0.05 * len(common)
+    # a night that reuses the model has no refit to blame
+    run_once(backend, as_of=AS_OF + timedelta(days=1), model_policy="reuse")
+    assert pd.isna(latest_run(backend)["moved_by_refit"]) and latest_run(backend)["customers_moved"] >= 0
 
 
 def history(backend: Backend) -> pd.DataFrame:
