@@ -124,13 +124,7 @@ def count_moves(
         history_updated=True,
         customers_moved=int(moved.sum()),
         moved_by_refit=by_refit,
-        moves=[
-            {
-                str(key): int(value) if key in ("from_segment_id", "to_segment_id", "customers") else value
-                for key, value in row.items()
-            }
-            for row in counted.to_dict(orient="records")
-        ],
+        moves=[{str(key): value for key, value in row.items()} for row in counted.to_dict(orient="records")],
     )
 
 

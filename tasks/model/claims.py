@@ -76,34 +76,18 @@ CLAIMS: dict[str, list[Claim]] = {  # per aspect, the most telling first
     ],
 }
 #: Finer claims, stated only to tell apart segments whose names would otherwise be the same.
-FINER_CLAIMS: dict[str, list[Claim]] = {
-    "monetary": [
-        Claim("monetary:top", "top-spending", None, "spend the most of all (M 5)", lambda m: m["m_score"] == 5),
-        Claim("monetary:lowest", "lowest-spending", None, "spend the least of all (M 1)", lambda m: m["m_score"] == 1),
-        Claim(
-            "monetary:mid",
-            "mid-spending",
-            None,
-            "spend a middling amount (M 2-4)",
-            lambda m: m["m_score"].between(2, 4),
-        ),
-    ],
-    "recency": [
-        Claim(
-            "recency:long-lapsed", "long-lapsed", None, "have not bought for longest (R 1)", lambda m: m["r_score"] == 1
-        ),
-    ],
-    "tenure": [
-        Claim(
-            "tenure:long-standing",
-            "long-standing",
-            None,
-            "first bought over a year ago",
-            lambda m: m["tenure_days"] > 365,
-        ),
-    ],
-}
-CLAIM_BY_KEY = {claim.key: claim for table in (CLAIMS, FINER_CLAIMS) for claims in table.values() for claim in claims}
+FINER_CLAIMS = [
+    Claim("monetary:top", "top-spending", None, "spend the most of all (M 5)", lambda m: m["m_score"] == 5),
+    Claim("monetary:lowest", "lowest-spending", None, "spend the least of all (M 1)", lambda m: m["m_score"] == 1),
+    Claim(
+        "monetary:mid", "mid-spending", None, "spend a middling amount (M 2-4)", lambda m: m["m_score"].between(2, 4)
+    ),
+    Claim("recency:long-lapsed", "long-lapsed", None, "have not bought for longest (R 1)", lambda m: m["r_score"] == 1),
+    Claim(
+        "tenure:long-standing", "long-standing", None, "first bought over a year ago", lambda m: m["tenure_days"] > 365
+    ),
+]
+CLAIM_BY_KEY = {claim.key: claim for claim in [*(c for claims in CLAIMS.values() for c in claims), *FINER_CLAIMS]}
 #: Per aspect, the claims that may tell segments apart, the narrowest first.
 TELLING_APART = {
     "monetary": ["monetary:top", "monetary:lowest", "monetary:high", "monetary:low", "monetary:mid"],

@@ -131,20 +131,21 @@ def fit_segment_model(
     selection = values[_sample_indices(len(values), SELECTION_SAMPLE_SIZE, rng)]
     fit_values = values if len(values) <= sample_size else values[_sample_indices(len(values), sample_size, rng)]
     resamples = resamples_of(len(selection), np.random.default_rng(random_state))
-    same_space = previous is not None and (previous.features, previous.log_features) == (
-        encoding.features,
-        log_features,
-    )
-    # a refit starts from the previous centroids, carried into the new scaling
-    start = None
-    if previous is not None and same_space:
+    start = None  # a refit starts from the previous centroids, carried into the new scaling
+    if previous is not None and (previous.features, previous.log_features) == (encoding.features, log_features):
         start = (previous.centroids * previous.scales + previous.means - means) / scales
+
+    def kmeans_of(k: int) -> KMeans:
+        if start is not None and len(start) == k:
+            return KMeans(n_clusters=k, init=start, n_init=1, random_state=random_state)
+        return KMeans(n_clusters=k, n_init=FIT_N_INIT, random_state=random_state)
+
     curve, kmeans, stability = None, None, None
     if n_clusters is None:
         curve = choose_k(selection, k_min, min(k_max, distinct_points), random_state)
         n_clusters, k_reason = curve.chosen, curve.reason
         if start is not None and k_min <= len(start) <= min(k_max, distinct_points) and len(start) != n_clusters:
-            kept = KMeans(n_clusters=len(start), init=start, n_init=1, random_state=random_state).fit(fit_values)
+            kept = kmeans_of(len(start)).fit(fit_values)
             kept_stability = cluster_stability(
                 selection, nearest_centroid(selection, kept.cluster_centers_), resamples, random_state
             )
@@ -159,13 +160,8 @@ def fit_segment_model(
                 curve = dataclasses.replace(curve, chosen=n_clusters, reason=k_reason)
     else:
         k_reason = f"K={n_clusters} fixed by the n_clusters setting"
-
     if kmeans is None:
-        if start is not None and len(start) == n_clusters:
-            kmeans = KMeans(n_clusters=n_clusters, init=start, n_init=1, random_state=random_state)
-        else:
-            kmeans = KMeans(n_clusters=n_clusters, n_init=FIT_N_INIT, random_state=random_state)
-        kmeans.fit(fit_values)
+        kmeans = kmeans_of(n_clusters).fit(fit_values)
     model = SegmentModel(
         features=encoding.features,
         categorical=encoding.categorical,

@@ -53,7 +53,6 @@ def build_segments(
     segment_of_cluster = {index: int(segment) for index, segment in enumerate(segment_ids)}
     names = {int(segment): name.name for segment, name in zip(segment_ids, segment_names, strict=True)}
     scored = scored.copy(deep=False)  # copy-on-write (pandas 3): the caller's frame stays as it was
-    scored["cluster"] = cluster
     scored["segment_id"] = cluster.map(segment_of_cluster).fillna(NO_NET_PURCHASES_ID).astype("int64")
     scored["segment_name"] = (
         scored["segment_id"].map(names | {NO_NET_PURCHASES_ID: NO_NET_PURCHASES_NAME}).astype("category")
@@ -67,7 +66,8 @@ def build_segments(
         int(segment): (name, stable)
         for segment, name, stable in zip(segment_ids, segment_names, stability, strict=True)
     }
-    profiles = _profiles(scored, model, segment_of_cluster, attributes, about, as_of=as_of, run_id=run_id)
+    centroids = _segment_centroids(cluster, model, segment_of_cluster)
+    profiles = _profiles(scored, model, centroids, attributes, about, as_of=as_of, run_id=run_id)
     columns = [
         "customer_id",
         "segment_id",
@@ -88,14 +88,13 @@ def build_segments(
 def _profiles(
     scored: pd.DataFrame,
     model: SegmentModel,
-    segment_of_cluster: dict[int, int],
+    centroid_of_segment: dict[int, list[float]],
     attributes: list[str],
     about: dict[int, tuple[SegmentName, float | None]],
     *,
     as_of: date,
     run_id: str,
 ) -> pd.DataFrame:
-    centroid_of_segment = _segment_centroids(scored["cluster"], model, segment_of_cluster)
     total = len(scored)
     segment_ids = scored["segment_id"].to_numpy()
     scores = ["r_score", "f_score", "m_score"]

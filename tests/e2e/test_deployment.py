@@ -25,6 +25,7 @@ from tests.support.prefect_server import (
     free_port,
     prefect_cli,
     stop,
+    wait_for,
 )
 from tests.support.shop import AS_OF, load_synthetic
 
@@ -33,13 +34,13 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 
 
 def wait_for_final_state(client, flow_run_id: uuid.UUID, timeout: float = 240) -> str:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = client.read_flow_run(flow_run_id).state
-        if state is not None and state.type.value in FINAL:
-            return str(state.type.value)
-        time.sleep(1)
-    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout} s")
+    state = wait_for(
+        lambda: client.read_flow_run(flow_run_id).state,
+        lambda state: state is not None and state.type.value in FINAL,
+        timeout,
+        f"a final state of flow run {flow_run_id}",
+    )
+    return str(state.type.value)
 
 
 def test_the_nightly_deployment_runs_from_the_api_on_a_worker(

@@ -4,7 +4,6 @@ trigger that starts a follow-up from it."""
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,20 +12,11 @@ import sqlalchemy as sa
 
 from tests.e2e.test_cli import segments
 from tests.support.backend import Backend
-from tests.support.prefect_server import REPO, prefect_cli
+from tests.support.prefect_server import REPO, prefect_cli, wait_for
 from tests.support.shop import AS_OF, load_synthetic
 
 pytestmark = pytest.mark.e2e
 TRIGGER = REPO / "deployments" / "examples" / "win-back.yaml"
-
-
-def wait_for(read, count: int, timeout: float = 90):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(found := read()) >= count:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"fewer than {count} found in {timeout} s: {found}")
 
 
 def test_each_run_emits_one_event_a_trigger_starts_a_follow_up_from(
@@ -69,14 +59,18 @@ def test_each_run_emits_one_event_a_trigger_starts_a_follow_up_from(
                     filter=EventFilter(event=EventNameFilter(name=["segments.run.completed"])), limit=50
                 ).events
             ),
-            2,
+            lambda events: len(events) >= 2,
+            90,
+            "two segments.run.completed events",
         )
         follow_ups = wait_for(
             lambda: client.read_flow_runs(
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["win-back"])),
                 flow_run_filter=FlowRunFilter(),
             ),
-            2,
+            lambda runs: len(runs) >= 2,
+            90,
+            "two win-back flow runs",
         )
 
     assert len(events) == 2  # one per run

@@ -18,6 +18,18 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
+def wait_for(read, done, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    """Call ``read`` every second until ``done`` holds of what it returned; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = read()
+        if done(found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen in {timeout} s: {found}")
+        time.sleep(1)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
