@@ -31,7 +31,6 @@ from cli.options import (
     LookbackDays,
     ModelPolicy,
     NClusters,
-    Partitions,
     ReportOutput,
     SampleSize,
     Verbose,
@@ -131,11 +130,11 @@ def run(
     force: Force = False,
     compare_algorithms: CompareAlgorithms = False,
     full_refresh: FullRefresh = False,
-    partitions: Partitions = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run one segmentation against the configured database (SEGMENTS_DATABASE_URL) and write the
-    HTML report (SEGMENTS_REPORT_PATH, default segments_report.html)."""
+    """Run one segmentation: read the transactions (SEGMENTS_SOURCE_URL, else the database), write the
+    segments to the database (SEGMENTS_DATABASE_URL) and the HTML report (SEGMENTS_REPORT_PATH, default
+    segments_report.html)."""
     summary = _run_flow(
         {
             "as_of": as_of.date() if as_of else None,
@@ -149,7 +148,6 @@ def run(
             "force": force,
             "compare_algorithms": compare_algorithms,
             "full_refresh": full_refresh,
-            "partitions": partitions,
         },
         verbose,
     )

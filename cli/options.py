@@ -61,15 +61,6 @@ CompareAlgorithms = Annotated[
         help="Also fit a Gaussian mixture, Ward clustering and DBSCAN beside KMeans and compare them in the report.",
     ),
 ]
-Partitions = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        max=64,
-        help="Split the aggregation into N customer-id ranges aggregated in parallel on Dask (PostgreSQL; "
-        "a local cluster, or SEGMENTS_DASK_ADDRESS) [default: 1].",
-    ),
-]
 Verbose = Annotated[
     bool,
     typer.Option(

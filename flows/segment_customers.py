@@ -10,28 +10,21 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.extract_partitions import extract_on_dask
 from flows.wiring import Steps, run_segmentation, run_summary
 from tasks import prefect_tasks
 from tasks.deployment import DeploymentSpec
 from tasks.errors import PublishError
-from tasks.extract.result import ExtractResult, default_as_of
+from tasks.extract.result import default_as_of
 from tasks.load.schema import describe_outputs
-from tasks.run_form import COLUMN_NAME, TABLE_NAME, column_parameter, form_field
-from tasks.settings import SegmentSettings, load_settings
+from tasks.run_form import COLUMN_NAME, TABLE_OR_PATH, column_parameter, form_field
+from tasks.settings import load_settings
 
 FLOW_NAME = "segment-customers"
 
 
-def _prefect_extract(settings: SegmentSettings, as_of: date) -> ExtractResult:
-    if settings.partitions > 1 and not settings.keeps_state:
-        return extract_on_dask(settings, as_of)
-    return prefect_tasks.extract_task(settings, as_of)
-
-
 PREFECT_STEPS = Steps(
     start=prefect_tasks.record_run_start_task,
-    extract=_prefect_extract,
+    extract=prefect_tasks.extract_task,
     stored_model=prefect_tasks.load_stored_model_task,
     model=prefect_tasks.model_task,
     gates=prefect_tasks.data_gates_task,
@@ -102,21 +95,13 @@ def segment_customers(
         bool,
         form_field("Compare algorithms", "Also fit a Gaussian mixture, Ward and DBSCAN beside KMeans, for the report."),
     ] = False,
-    partitions: Annotated[
-        int | None,
-        form_field(
-            "Extract partitions",
-            "Aggregate in this many customer-id ranges at once, on Dask. Empty: SEGMENTS_PARTITIONS, else 1.",
-            ge=1,
-            le=64,
-        ),
-    ] = None,
     source_table: Annotated[
         str | None,
         form_field(
             "Source table",
-            "Transactions table or view, optionally schema.table. Empty: SEGMENTS_SOURCE_TABLE.",
-            **TABLE_NAME,
+            "Transactions table or view (schema.table), or with DuckDB or Spark a path of Parquet or CSV files. "
+            "Empty: SEGMENTS_SOURCE_TABLE.",
+            **TABLE_OR_PATH,
         ),
     ] = None,
     customer_id_column: Annotated[str | None, column_parameter("Customer id", "SEGMENTS_CUSTOMER_ID_COLUMN")] = None,
@@ -156,6 +141,16 @@ def segment_customers(
             max_length=255,
         ),
     ] = None,
+    source_url_secret: Annotated[
+        str | None,
+        form_field(
+            "Source URL secret",
+            "Name of a Prefect Secret block holding where the transactions are read (an SQLAlchemy URL, "
+            "sc://host:port or local[N]). Empty: the worker's SEGMENTS_SOURCE_URL, else the database.",
+            min_length=1,
+            max_length=255,
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Segment customers from their transactions as of a date and write the segments for BI.
 
@@ -164,6 +159,7 @@ def segment_customers(
     """
     settings = load_settings(
         database_url=prefect_tasks.read_secret(database_url_secret) if database_url_secret else None,
+        source_url=prefect_tasks.read_secret(source_url_secret) if source_url_secret else None,
         source_table=source_table,
         customer_id_column=customer_id_column,
         occurred_at_column=occurred_at_column,
@@ -184,10 +180,14 @@ def segment_customers(
         force=force or None,
         compare_algorithms=compare_algorithms or None,
         full_refresh=full_refresh or None,
-        partitions=partitions,
     )
     logger = get_run_logger()
-    logger.info("Segmenting %s as of %s", settings.masked_database_url(), settings.as_of or default_as_of())
+    logger.info(
+        "Segmenting %s from %s as of %s",
+        settings.source_table,
+        settings.masked_source_url(),
+        settings.as_of or default_as_of(),
+    )
     result = run_segmentation(settings, PREFECT_STEPS, flow_run_id=flow_run.get_id())
     outcome = result.outcome
     logger.info(

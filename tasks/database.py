@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Engine, create_engine, event
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql as psql
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -28,6 +33,10 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 class QuotedIdentifier(str):
     """An identifier (or ``schema.name``) that was validated and quoted for one dialect."""
+
+
+class SqlFragment(str):
+    """SQL built by the code from quoted identifiers and fixed text (tasks/extract/dialects.py)."""
 
 
 def quote_identifier(engine_or_conn: Engine | Connection, name: str, what: str = "name") -> QuotedIdentifier:
@@ -67,7 +76,7 @@ def load_sql(name: str, dialect: str | None = None, **context: Any) -> str:
     can never be formatted into SQL by mistake.
     """
     for key, value in context.items():
-        if isinstance(value, str) and not isinstance(value, QuotedIdentifier | SqlKeyword):
+        if isinstance(value, str) and not isinstance(value, QuotedIdentifier | SqlKeyword | SqlFragment):
             raise TypeError(f"load_sql({name!r}): {key} must be a QuotedIdentifier or SqlKeyword")
     candidates = [f"{name}.{dialect}.sql"] if dialect else []
     candidates.append(f"{name}.sql")
@@ -111,12 +120,14 @@ def split_statements(script: str) -> list[str]:
     return [statement.strip() for statement in code.split(";") if statement.strip()]
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, connect_args: dict[str, Any] | None = None) -> Engine:
     """Create an engine for ``url`` with the project's connection settings.
 
     PostgreSQL connections fail fast (10 s connect timeout) and say who they are in
     ``pg_stat_activity``; SQLite waits up to 30 s on a locked file instead of failing at once.
     """
+    if url.startswith("duckdb"):
+        return create_engine(url, connect_args=connect_args or {})
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
 
@@ -135,15 +146,16 @@ def make_engine(url: str) -> Engine:
 
 
 @contextlib.contextmanager
-def connection_errors(url: str) -> Iterator[None]:
-    """Turn "cannot connect" errors into :class:`DatabaseUnavailableError` with the URL masked."""
+def connection_errors(url: str, setting: str = "SEGMENTS_DATABASE_URL") -> Iterator[None]:
+    """Turn "cannot connect" errors into :class:`DatabaseUnavailableError` with the URL masked,
+    naming ``setting`` as the one to check."""
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
         if _is_connection_failure(exc):
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             raise DatabaseUnavailableError(
-                f"cannot connect to {mask_url(url)}: {scrub(reason, url)}; check SEGMENTS_DATABASE_URL "
+                f"cannot connect to {mask_url(url)}: {scrub(reason, url)}; check {setting} "
                 "and that the server is running"
             ) from None
         raise
@@ -162,6 +174,7 @@ def _is_connection_failure(exc: DBAPIError) -> bool:
         "timeout expired",
         "password authentication failed",
         "unable to open database file",
+        "cannot open database",
         "server closed the connection",
         "terminating connection",
     )
@@ -195,3 +208,27 @@ def is_transient(error: BaseException) -> bool:
             return True
         return isinstance(error, OperationalError | InterfaceError) and _is_connection_failure(error)
     return False
+
+
+def read_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    """PostgreSQL: the query's rows through ``COPY ... TO STDOUT`` as CSV, parsed by Arrow: one stream
+    instead of a Python tuple per row. NULL is written as ``\\N`` so that an empty text is not
+    mistaken for a missing value."""
+    compiled = str(text(sql).compile(dialect=conn.dialect))  # the driver's %(name)s placeholders
+    statement = psql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')").format(psql.SQL(compiled))
+    buffer = io.BytesIO()
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None
+    with driver_connection.cursor() as cursor, cursor.copy(statement, params) as copy:
+        for block in copy:
+            buffer.write(block)
+    table = pacsv.read_csv(
+        pa.BufferReader(buffer.getbuffer()),
+        convert_options=pacsv.ConvertOptions(
+            null_values=["\\N"],
+            strings_can_be_null=True,
+            # monetary stays the database's exact text until the features need a number
+            column_types={"customer_id": pa.string(), "monetary": pa.string(), "watermark": pa.string()},
+        ),
+    )
+    return table.to_pandas()

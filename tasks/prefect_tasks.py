@@ -8,13 +8,11 @@ only errors that can pass (:func:`tasks.database.is_transient`), never a missing
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
-import pandas as pd
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -24,7 +22,6 @@ from pydantic import SecretStr
 
 from tasks.database import is_transient
 from tasks.errors import ConfigurationError
-from tasks.extract.partitions import PartitionPlan, extract_partition
 from tasks.extract.result import ExtractResult
 from tasks.extract.run_input import extract_run_input
 from tasks.gates import check_data_gates
@@ -110,51 +107,6 @@ def log_extract(result: ExtractResult) -> None:
         f"{len(result.features):,}",
         f"{counts.rows_rejected:,}",
         counts.rejected_by_reason,
-    )
-
-
-@task(
-    name="extract-partition",
-    task_run_name="extract customer partition {partition}",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    # no timeout_seconds: in a Dask worker's thread Prefect cannot enforce it; the partition's
-    # statement_timeout is its limit (PartitionPlan.time_limit_seconds)
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_if_transient,
-)
-def extract_partition_task(plan: PartitionPlan, partition: int) -> pd.DataFrame:
-    frame = extract_partition(plan, partition)
-    get_run_logger().info("Partition %s of %s: %s customers", partition, plan.partitions, f"{len(frame):,}")
-    return frame
-
-
-def dask_task_runner(settings: SegmentSettings) -> Any:
-    """prefect-dask's runner: the cluster at ``SEGMENTS_DASK_ADDRESS``, or a local one whose threads
-    (one per partition) wait on the database in parallel; the work itself runs in PostgreSQL.
-
-    Dask logs its cluster's start and stop at INFO (dozens of lines a run): those are held back from
-    the run's console and Prefect logs; its warnings and errors still show."""
-    import dask
-
-    dask.config.set({"logging.distributed": "warning"})  # read when distributed is first imported
-    from prefect_dask import DaskTaskRunner
-
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # in case it was imported before
-
-    if settings.dask_address:
-        return DaskTaskRunner(address=settings.dask_address)
-    # The local cluster's HTTP server (dashboard, metrics) listens on the loopback on a free port, and
-    # its link says so: by default it listens on every interface at 8787.
-    dask.config.set({"distributed.dashboard.link": "{scheme}://127.0.0.1:{port}/status"})
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": 1,
-            "threads_per_worker": settings.partitions,
-            "processes": False,
-            "dashboard_address": "127.0.0.1:0",
-        }
     )
 
 

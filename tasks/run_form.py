@@ -10,7 +10,13 @@ from tasks.settings import IDENTIFIER_PATTERN
 
 # Names as the UI form and the server validate them (the same pattern the settings enforce).
 COLUMN_NAME = {"pattern": IDENTIFIER_PATTERN.pattern, "max_length": 63}
-TABLE_NAME = {"pattern": r"^(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$", "max_length": 127}
+_TABLE_PATTERN = r"^(?:[A-Za-z_][A-Za-z0-9_$]{0,62}\.)?[A-Za-z_][A-Za-z0-9_$]{0,62}$"
+TABLE_NAME = {"pattern": _TABLE_PATTERN, "max_length": 127}
+# A table, or (DuckDB, Spark) a path of files: one with a slash or a glob, or a file name with its suffix.
+TABLE_OR_PATH = {
+    "pattern": _TABLE_PATTERN + r"|^[^\x00-\x1f]*[/*][^\x00-\x1f]*$|^[^\x00-\x1f]+\.(?:parquet|csv|tsv|csv\.gz)$",
+    "max_length": 1024,
+}
 
 
 def form_field(title: str, description: str, **constraints: Any) -> Any:

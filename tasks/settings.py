@@ -19,6 +19,9 @@ from sqlalchemy.exc import ArgumentError
 from tasks.errors import ConfigurationError
 
 ENV_PREFIX = "SEGMENTS_"
+#: Spark started in this process: local, local[N] or local[*].
+SPARK_LOCAL_PATTERN = re.compile(r"local(\[(\d{1,3}|\*)\])?")
+FILE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
 DEFAULT_DATABASE_URL = "sqlite:///segments.db"
 
 #: Features computed from transactions; any subset can be clustered on.
@@ -80,6 +83,10 @@ class SegmentSettings(BaseSettings):
 
     # --- where the data is -------------------------------------------------------------------------
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    # where the transactions are read, when not in the output database: an SQLAlchemy URL (postgresql,
+    # sqlite, duckdb), a Spark Connect URL (sc://host:port) or local[N] (Spark in this process)
+    source_url: SecretStr | None = None
+    # a table or view (schema.table); with DuckDB or Spark also a path of Parquet or CSV files
     source_table: str = "transactions"
     customer_id_column: str = "customer_id"
     occurred_at_column: str = "occurred_at"
@@ -123,9 +130,6 @@ class SegmentSettings(BaseSettings):
     # it corrects) when the last full aggregation finished this many days ago
     full_refresh_days: int = Field(default=7, ge=1, le=3650)
     full_refresh: bool = False
-    # --- scale-out: the extract's aggregation in customer partitions on Dask ------------------------
-    partitions: int = Field(default=1, ge=1, le=64)
-    dask_address: str | None = None
 
     @field_validator(
         "amount_column",
@@ -135,7 +139,7 @@ class SegmentSettings(BaseSettings):
         "changed_at_column",
         "customer_table",
         "report_path",
-        "dask_address",
+        "source_url",
         mode="before",
     )
     @classmethod
@@ -160,13 +164,21 @@ class SegmentSettings(BaseSettings):
             return None
         return check_identifier(value.strip(), "name")
 
-    @field_validator("source_table", "customer_table")
+    @field_validator("customer_table")
     @classmethod
     def _table_name(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return value
         split_table_name(value.strip())
         return value.strip()
+
+    @field_validator("source_table")
+    @classmethod
+    def _table_or_path(cls, value: str) -> str:
+        value = value.strip()
+        if value and not is_file_source(value):
+            split_table_name(value)
+        return value
 
     @field_validator("features", mode="before")
     @classmethod
@@ -200,11 +212,26 @@ class SegmentSettings(BaseSettings):
             ) from None
         if url.get_backend_name() not in ("postgresql", "sqlite"):
             raise ValueError(f"database {url.get_backend_name()!r} is not supported; use postgresql or sqlite")
-        if url.get_backend_name() == "postgresql" and url.drivername != "postgresql+psycopg":
-            # A bare postgresql:// URL means psycopg2 to SQLAlchemy; the project ships psycopg 3.
-            url = url.set(drivername="postgresql+psycopg")
-            return SecretStr(url.render_as_string(hide_password=False))
-        return value
+        return SecretStr(_psycopg_url(value.get_secret_value()))
+
+    @field_validator("source_url")
+    @classmethod
+    def _source_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if SPARK_LOCAL_PATTERN.fullmatch(text) or text.startswith("sc://"):
+            return SecretStr(text)
+        try:
+            backend = make_url(text).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "is not a source: use an SQLAlchemy URL (postgresql+psycopg://..., sqlite:///file.db, "
+                "duckdb:///file.duckdb, duckdb:// for files), sc://host:port for Spark Connect, or local[N]"
+            ) from None
+        if backend not in ("postgresql", "sqlite", "duckdb"):
+            raise ValueError(f"source {backend!r} is not supported; use postgresql, sqlite, duckdb, sc:// or local[N]")
+        return SecretStr(_psycopg_url(text))
 
     @model_validator(mode="after")
     def _consistent(self) -> SegmentSettings:
@@ -225,15 +252,15 @@ class SegmentSettings(BaseSettings):
                 f"features: {', '.join(computed)} come from transactions, but SEGMENTS_SOURCE_TABLE is empty; "
                 "list customer-table columns in SEGMENTS_FEATURES (e.g. annual_income,spending_score)"
             )
-        if self.partitions > 1 and (self.dialect != "postgresql" or not self.source_table):
+        if self.changed_at_column and self.source_engine == "sqlite":
             raise ValueError(
-                "partitions: partitioned extracts need a PostgreSQL transactions source (they share one "
-                "snapshot); use 1 with SQLite or customer attributes alone"
+                "changed_at_column: incremental nights need PostgreSQL, DuckDB or Spark; an SQLite source is "
+                "aggregated in full every run, so leave SEGMENTS_CHANGED_AT_COLUMN empty"
             )
-        if self.changed_at_column and self.dialect != "postgresql":
+        if self.source_table and is_file_source(self.source_table) and self.source_engine not in ("duckdb", "spark"):
             raise ValueError(
-                "changed_at_column: incremental nights need PostgreSQL; an SQLite source is aggregated in full "
-                "every run, so leave SEGMENTS_CHANGED_AT_COLUMN empty"
+                f"source_table: {self.source_table!r} is a path of files, which only DuckDB or Spark read; set "
+                "SEGMENTS_SOURCE_URL to duckdb:// or local[2] (or give a table name)"
             )
         if not self.source_table:
             return self  # attributes alone: the transaction column mapping is not used
@@ -260,6 +287,30 @@ class SegmentSettings(BaseSettings):
         return mask_url(self.database_url.get_secret_value())
 
     @property
+    def source(self) -> str:
+        """Where the transactions are read: the source URL, else the output database's."""
+        return (self.source_url or self.database_url).get_secret_value()
+
+    @property
+    def source_engine(self) -> Literal["postgresql", "sqlite", "duckdb", "spark"]:
+        """The engine that aggregates the transactions."""
+        source = self.source
+        if source.startswith("sc://") or SPARK_LOCAL_PATTERN.fullmatch(source):
+            return "spark"
+        backend = make_url(source).get_backend_name()
+        assert backend in ("postgresql", "sqlite", "duckdb")
+        return backend  # type: ignore[return-value]
+
+    @property
+    def source_setting(self) -> str:
+        """The environment variable that says where the source is (for error messages)."""
+        return env_var("source_url") if self.source_url else env_var("database_url")
+
+    def masked_source_url(self) -> str:
+        """The source's URL with its password or token hidden."""
+        return mask_url(self.source)
+
+    @property
     def attributes_only(self) -> bool:
         """Segment customers on customer-table columns alone (no transactions)."""
         return not self.source_table
@@ -280,17 +331,36 @@ class SegmentSettings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting except secrets, JSON-friendly, for run records and artifacts."""
-        data = self.model_dump(mode="json", exclude={"database_url"})
+        data = self.model_dump(mode="json", exclude={"database_url", "source_url"})
         data["database"] = self.masked_database_url()
+        data["source"] = self.masked_source_url()
         return data
 
 
+def is_file_source(source_table: str) -> bool:
+    """Whether ``SEGMENTS_SOURCE_TABLE`` names files (a path, a folder or a glob) rather than a table."""
+    return any(mark in source_table for mark in ("/", "\\", "*")) or source_table.lower().endswith(FILE_SUFFIXES)
+
+
+def _psycopg_url(url: str) -> str:
+    # A bare postgresql:// URL means psycopg2 to SQLAlchemy; the project ships psycopg 3.
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
 def mask_url(url: str) -> str:
-    """Render a database URL with its password hidden."""
+    """Render a database or source URL with its password (or Spark Connect token) hidden."""
+    if url.startswith("sc://"):
+        # sc://host:port/;token=...;user_id=...: every parameter may carry a credential
+        return url.split("/;", 1)[0] + ("/;***" if "/;" in url else "")
+    if SPARK_LOCAL_PATTERN.fullmatch(url):
+        return url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
-        return "<unparseable database URL>"
+        return "<unparseable URL>"
 
 
 def env_var(field_name: str) -> str:

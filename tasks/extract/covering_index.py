@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from tasks.database import QuotedIdentifier, connection_errors, load_sql, make_engine, quote_identifier, quote_table
 from tasks.errors import ConfigurationError, IndexBuildInProgressError, SegmentsError
+from tasks.extract.engines import open_source
 from tasks.extract.source import inspect_source
 from tasks.locking import advisory_lock, lock_key
 from tasks.settings import SegmentSettings, split_table_name
@@ -67,9 +68,19 @@ def index_sql(engine: Engine, settings: SegmentSettings, name: str, columns: lis
     )
 
 
+def postgres_source(settings: SegmentSettings) -> None:
+    """Indexes are PostgreSQL's: other engines have nothing to build."""
+    if settings.source_engine != "postgresql":
+        raise ConfigurationError(
+            f"the source is read by {settings.source_engine}, whose files or tables need no index from this job; "
+            f"`segments index` is for a PostgreSQL source ({settings.source_setting})"
+        )
+
+
 def covering_index_statement(settings: SegmentSettings) -> str:
     """The ``CREATE INDEX`` statements of the source's indexes, as `segments index` prints them."""
-    engine = make_engine(settings.database_url.get_secret_value())
+    postgres_source(settings)
+    engine = make_engine(settings.source)
     try:
         return "\n".join(index_sql(engine, settings, name, columns) for name, columns in source_indexes(settings))
     finally:
@@ -111,10 +122,12 @@ def create_covering_index(
     this name on another table is left alone: that is an error. One build at a time per source: two
     concurrent builds of the same index deadlock each other, so a second stops at once, naming the
     first."""
-    url = settings.database_url.get_secret_value()
+    postgres_source(settings)
+    url = settings.source
+    with open_source(settings) as session:
+        inspect_source(session, settings)
     engine = make_engine(url)
     try:
-        inspect_source(engine, settings)
         name = name or covering_index_name(settings)
         columns = columns or covering_index_columns(settings)
         statement = index_sql(engine, settings, name, columns)
@@ -129,7 +142,7 @@ def create_covering_index(
 
         with (
             advisory_lock(settings, covering_index_lock_key(settings), busy),
-            connection_errors(url),
+            connection_errors(url, settings.source_setting),
             engine.connect() as conn,
         ):
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -1,29 +1,23 @@
-"""Per-customer features computed in the database, and the row counts of the run record.
+"""Per-customer features computed where the transactions are, and the row counts of the run record.
 
-Raw transaction rows never leave the database: the feature query aggregates them to one row per
+Raw transaction rows never leave the source's engine: the feature query aggregates them to one row per
 customer, the count query counts what was scanned and rejected; both read one snapshot.
 """
 
 from __future__ import annotations
 
-import io
 from datetime import date
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
-from psycopg import sql as psql
-from sqlalchemy import Connection, text
 
-from tasks.database import connection_errors, make_engine
 from tasks.errors import EmptySourceError
+from tasks.extract.engines import SourceSession, open_source
 from tasks.extract.queries import customer_id_value, query_parameters, render_count_query, render_feature_query
 from tasks.extract.result import REJECTION_REASONS, ExtractResult, RowCounts, as_of_start, epoch_microseconds
 from tasks.extract.source import inspect_source, integer_ids
 from tasks.settings import COMPUTED_FEATURES, SegmentSettings
 
-FETCH_CHUNK_ROWS = 100_000
 _COUNT_COLUMNS = {
     "scanned_row_count": "rows_scanned",
     "window_row_count": "rows_in_window",
@@ -36,7 +30,7 @@ _COUNT_COLUMNS = {
 
 
 def extract_customer_features(settings: SegmentSettings, as_of: date, customer_id: str | None = None) -> ExtractResult:
-    """Compute per-customer features as of ``as_of`` in the database, and the row counts.
+    """Compute per-customer features as of ``as_of`` where the transactions are, and the row counts.
 
     Returns one row per customer that has at least one accepted row in the window, with the columns
     ``customer_id``, ``recency_days`` / ``tenure_days`` (whole days, null when ``frequency`` is 0),
@@ -46,23 +40,14 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
     ``customer_id``, only that customer's rows are read (one index lookup where the source has an
     index on the customer id column).
     """
-    url = settings.database_url.get_secret_value()
-    engine = make_engine(url)
-    try:
-        source = inspect_source(engine, settings)
-        one_customer = customer_id is not None
-        feature_sql = render_feature_query(engine, settings, source, one_customer=one_customer)
-        count_sql = render_count_query(engine, settings, source, one_customer=one_customer)
-        params = query_parameters(settings, as_of, source)
+    one_customer = customer_id is not None
+    with open_source(settings) as session:
+        source = inspect_source(session, settings)
+        params = query_parameters(settings, as_of, session, source)
         if customer_id is not None:
             params["customer_id"] = customer_id_value(customer_id, source.customer_id_is_integer)
-        with connection_errors(url), engine.connect() as conn:
-            begin_extract_transaction(conn)
-            counts = count_rows(conn, count_sql, params)
-            rows = read_rows(conn, feature_sql, params)
-            conn.rollback()
-    finally:
-        engine.dispose()
+        counts = count_rows(session, render_count_query(session, settings, source, one_customer=one_customer), params)
+        rows = session.read(render_feature_query(session, settings, source, one_customer=one_customer), params)
 
     if customer_id is not None and counts.rows_in_window == 0:
         raise EmptySourceError(
@@ -83,17 +68,9 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
     )
 
 
-def begin_extract_transaction(conn: Connection) -> None:
-    """Start the extract's transaction: one snapshot for all its queries (PostgreSQL: REPEATABLE
-    READ), times read as UTC."""
-    if conn.dialect.name == "postgresql":
-        conn.execution_options(isolation_level="REPEATABLE READ")
-        conn.execute(text("SET LOCAL TIME ZONE 'UTC'"))
-
-
-def count_rows(conn: Connection, sql: str, params: dict[str, Any]) -> RowCounts:
+def count_rows(session: SourceSession, sql: str, params: dict[str, Any]) -> RowCounts:
     """Run the count query: rows scanned, in the window, and rejected by reason."""
-    totals = dict(conn.execute(text(sql), params).mappings().one())
+    totals = {str(key): value for key, value in session.read(sql, params).iloc[0].items()}
     guest_net_amount = round(float(totals.pop("guest_net_amount") or 0), 2)
     named = {_COUNT_COLUMNS[key]: int(value) for key, value in totals.items()}
     return RowCounts(
@@ -104,43 +81,6 @@ def count_rows(conn: Connection, sql: str, params: dict[str, Any]) -> RowCounts:
         guest_rows=named.get("guest_rows", 0),
         guest_net_amount=guest_net_amount,
     )
-
-
-def read_rows(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    """The rows of the feature query as a frame (columns as the query names them)."""
-    if conn.dialect.name == "postgresql":
-        return read_with_copy(conn, sql, params)
-    result = conn.execution_options(stream_results=True, yield_per=FETCH_CHUNK_ROWS).execute(text(sql), params)
-    columns = list(result.keys())
-    chunks = [
-        pd.DataFrame.from_records([tuple(row) for row in part], columns=columns)
-        for part in result.partitions(FETCH_CHUNK_ROWS)
-    ]
-    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=columns)
-
-
-def read_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-    """PostgreSQL: the query's rows through ``COPY ... TO STDOUT`` as CSV, parsed by Arrow: one stream
-    instead of a Python tuple per row (half the time of a cursor here). NULL is written as ``\\N`` so
-    that an empty text is not mistaken for a missing value."""
-    compiled = str(text(sql).compile(dialect=conn.dialect))  # the driver's %(name)s placeholders
-    statement = psql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')").format(psql.SQL(compiled))
-    buffer = io.BytesIO()
-    driver_connection = conn.connection.driver_connection
-    assert driver_connection is not None
-    with driver_connection.cursor() as cursor, cursor.copy(statement, params) as copy:
-        for block in copy:
-            buffer.write(block)
-    table = pacsv.read_csv(
-        pa.BufferReader(buffer.getbuffer()),
-        convert_options=pacsv.ConvertOptions(
-            null_values=["\\N"],
-            strings_can_be_null=True,
-            # monetary stays the database's exact text until the features need a number
-            column_types={"customer_id": pa.string(), "monetary": pa.string()},
-        ),
-    )
-    return table.to_pandas()
 
 
 def _reasons_text(rejected: dict[str, int]) -> str:

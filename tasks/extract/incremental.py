@@ -1,5 +1,5 @@
-"""Incremental nights (PostgreSQL, with a change column): the extract of a run that keeps per-customer
-state in ``customer_feature_state``.
+"""Incremental nights (a PostgreSQL, DuckDB or Spark source with a change column): the extract of a run
+that keeps per-customer state in ``customer_feature_state`` of the output database.
 
 The state holds, per customer, what the feature query returns (orders, net spend, first and last order
 time, rows in the window, the earliest of them, and the earliest row at or after as-of), as of the last
@@ -18,32 +18,31 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, date, datetime
+from typing import Literal
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import Connection, text
 
-from tasks.database import SqlKeyword, connection_errors, load_sql, make_engine, quote_identifier, quote_table
+from tasks.database import connection_errors, make_engine, read_with_copy
 from tasks.errors import EmptySourceError
+from tasks.extract.engines import open_source
 from tasks.extract.features import (
     CUSTOMER_ROW_COLUMNS,
-    begin_extract_transaction,
+    DAY_MICROSECONDS,
     count_rows,
     features_at,
-    read_rows,
     typed_customer_rows,
     typed_ids,
 )
-from tasks.extract.queries import query_parameters, render_count_query, render_feature_query
+from tasks.extract.queries import query_parameters, render_change_query, render_count_query, render_feature_query
 from tasks.extract.result import ExtractResult, StateUpdate, as_of_start, epoch_microseconds
-from tasks.extract.source import SourceColumns, inspect_source
+from tasks.extract.source import inspect_source
 from tasks.load.runs import RUN_COLUMNS
 from tasks.load.schema import OutputTables, output_tables
 from tasks.settings import SegmentSettings
 
-CHANGED_CUSTOMERS = "changed_customers"
 #: The settings the state depends on: when one changes, the next run aggregates in full.
 STATE_SETTINGS = (
     "source_table",
@@ -72,6 +71,8 @@ class PriorState:
 def state_fingerprint(settings: SegmentSettings) -> str:
     """A digest of the settings the state depends on (:data:`STATE_SETTINGS`)."""
     values = {name: getattr(settings, name) for name in STATE_SETTINGS}
+    if settings.source_url:  # a source apart from the outputs (no password: the masked URL)
+        values["source"] = settings.masked_source_url()
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -135,57 +136,54 @@ def choose_mode(
 
 def extract_with_state(settings: SegmentSettings, as_of: date) -> ExtractResult:
     """The extract of a run with a change column: an incremental night when the stored state allows
-    it, else the full aggregation (counting the customers it corrects when the state was valid); in
-    one snapshot, with the state update the write stores."""
-    url = settings.database_url.get_secret_value()
-    engine = make_engine(url)
-    try:
-        source = inspect_source(engine, settings)
-        params = query_parameters(settings, as_of, source)
-        with connection_errors(url), engine.connect() as conn:
-            begin_extract_transaction(conn)
-            tables = output_tables(conn, settings)
-            state_sql = load_sql("customer_feature_state", state_table=tables.customer_feature_state)
-            prior = read_prior_state(conn, tables)
-            mode, reason = choose_mode(prior, settings, as_of)
-            watermark = conn.execute(text(_max_change_sql(conn, settings))).scalar()
-            changed: list[Any] | None = None
-            stored = None  # the state of the customers not recomputed tonight
-            if prior is not None and state_is_valid(prior, settings, as_of) is None:
-                changed = collect_changed_customers(conn, settings, source, tables, prior, as_of)
-                stored = read_rows(conn, state_sql, {})
-            if mode == "incremental":
-                assert prior is not None
-                count_sql = render_count_query(conn.engine, settings, source, changed_since=True)
-                counts = count_rows(conn, count_sql, params | {"watermark": prior.watermark})
-                changed_table = quote_table(conn, CHANGED_CUSTOMERS, "pg_temp")
-                feature_sql = render_feature_query(conn.engine, settings, source, changed_customers=changed_table)
-            else:
-                counts = count_rows(conn, render_count_query(conn.engine, settings, source), params)
-                feature_sql = render_feature_query(conn.engine, settings, source)
-            recomputed = read_rows(conn, feature_sql, params)
-            conn.rollback()
-    finally:
-        engine.dispose()
+    it, else the full aggregation (counting the customers it corrects when the state was valid), in
+    one snapshot of the source, with the state update the write stores."""
+    prior, stored, due = read_stored_state(settings, as_of)
+    mode, reason = choose_mode(prior, settings, as_of)
+    with open_source(settings) as session:
+        source = inspect_source(session, settings)
+        params = query_parameters(settings, as_of, session, source)
+
+        def typed(frame: pd.DataFrame) -> pd.DataFrame:
+            return typed_customer_rows([frame], source.customer_id_is_integer, settings.source_table)
+
+        def ids(values: pd.Series) -> pd.Series:
+            return typed_ids(values, source.customer_id_is_integer, settings.source_table)
+
+        found = session.read(render_change_query(session, settings, source, "source_watermark"), {})["watermark"]
+        watermark = None if found.isna().all() else str(found.iloc[0])
+        changed_ids = None
+        if stored is not None:
+            assert prior is not None
+            since = session.read(
+                render_change_query(session, settings, source, "changed_customers"), {"watermark": prior.watermark}
+            )
+            changed_ids = pd.concat([ids(since["customer_id"]), ids(due)], ignore_index=True).drop_duplicates()
+        if mode == "incremental":
+            assert prior is not None and changed_ids is not None
+            count_sql = render_count_query(session, settings, source, changed_since=True)
+            counts = count_rows(session, count_sql, params | {"watermark": prior.watermark})
+            changed_table = session.customer_ids_table(changed_ids)
+            feature_sql = render_feature_query(session, settings, source, changed_customers=changed_table)
+        else:
+            counts = count_rows(session, render_count_query(session, settings, source), params)
+            feature_sql = render_feature_query(session, settings, source)
+        rows = typed(session.read(feature_sql, params))[CUSTOMER_ROW_COLUMNS]
 
     if mode == "full" and counts.rows_scanned == 0:
         raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
-
-    def typed(frame: pd.DataFrame) -> pd.DataFrame:
-        return typed_customer_rows([frame], source.customer_id_is_integer, settings.source_table)
-
-    rows = typed(recomputed)[CUSTOMER_ROW_COLUMNS]
-    changed_ids = None
-    if changed is not None:
-        changed_ids = typed_ids(pd.Series(changed, dtype=object), source.customer_id_is_integer, settings.source_table)
     differences = None
+    if stored is not None:
+        assert changed_ids is not None
+        stored = typed(stored)
+        stored = stored[~stored["customer_id"].isin(changed_ids)]
     if mode == "incremental":
         assert stored is not None
-        features = features_at(pd.concat([rows, typed(stored)], ignore_index=True), as_of)
+        features = features_at(pd.concat([rows, stored], ignore_index=True), as_of)
     else:
         features = features_at(rows, as_of)
         if stored is not None and changed_ids is not None:
-            differences = count_differences(rows[~rows["customer_id"].isin(changed_ids)], typed(stored))
+            differences = count_differences(rows[~rows["customer_id"].isin(changed_ids)], stored)
     if features.empty:
         raise EmptySourceError(f"no usable rows before as-of {as_of.isoformat()} in {settings.source_table!r}")
     recomputed_ids = changed_ids.tolist() if mode == "incremental" and changed_ids is not None else None
@@ -194,7 +192,7 @@ def extract_with_state(settings: SegmentSettings, as_of: date) -> ExtractResult:
         reason=reason,
         rows=rows,
         recomputed_ids=recomputed_ids,
-        watermark=str(watermark) if watermark is not None else (prior.watermark if prior else None),
+        watermark=watermark if watermark is not None else (prior.watermark if prior else None),
         fingerprint=state_fingerprint(settings),
         customers_recomputed=len(recomputed_ids) if recomputed_ids is not None else len(rows),
         reconciliation_differences=differences,
@@ -208,39 +206,33 @@ def extract_with_state(settings: SegmentSettings, as_of: date) -> ExtractResult:
     )
 
 
-def _max_change_sql(conn: Connection, settings: SegmentSettings) -> str:
-    assert settings.changed_at_column
-    column = quote_identifier(conn, settings.changed_at_column, "column")
-    return f"select cast(max({column}) as text) from {quote_table(conn, settings.source_table)}"
-
-
-def collect_changed_customers(
-    conn: Connection,
-    settings: SegmentSettings,
-    source: SourceColumns,
-    tables: OutputTables,
-    prior: PriorState,
-    as_of: date,
-) -> list[Any]:
-    """Fill the temporary ``changed_customers`` table (``sql/changed_customers.sql``) and return its ids."""
-    assert settings.changed_at_column and source.changed_at_type
-    sql = load_sql(
-        "changed_customers",
-        source_table=quote_table(conn, settings.source_table),
-        customer_id=quote_identifier(conn, settings.customer_id_column, "column"),
-        changed_at=quote_identifier(conn, settings.changed_at_column, "column"),
-        changed_type=SqlKeyword(source.changed_at_type),
-        state_table=tables.customer_feature_state,
-        lookback=settings.lookback_days is not None,
-    )
-    start = as_of_start(as_of)
-    params: dict[str, Any] = {"watermark": prior.watermark, "as_of_us": epoch_microseconds(start)}
+def read_stored_state(
+    settings: SegmentSettings, as_of: date
+) -> tuple[PriorState | None, pd.DataFrame | None, pd.Series]:
+    """From the output database: the last successful run's state record and, when the state can be
+    carried to ``as_of``, the stored per-customer state and the customers it says are due (rows that
+    as-of now reaches, or, with a lookback, rows leaving the window)."""
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    try:
+        with connection_errors(url), engine.connect() as conn:
+            tables = output_tables(conn, settings)
+            prior = read_prior_state(conn, tables)
+            if state_is_valid(prior, settings, as_of) is not None:
+                return prior, None, pd.Series([], dtype=object)
+            state_sql = f"select {', '.join(CUSTOMER_ROW_COLUMNS)} from {tables.customer_feature_state}"
+            if conn.dialect.name == "postgresql":
+                stored = read_with_copy(conn, state_sql, {})
+            else:
+                stored = pd.read_sql_query(text(state_sql), conn)
+    finally:
+        engine.dispose()
+    start_us = epoch_microseconds(as_of_start(as_of))
+    due = stored["pending_from_us"].astype("Int64") < start_us
     if settings.lookback_days:
-        params["window_start_us"] = epoch_microseconds(start - timedelta(days=settings.lookback_days))
-    conn.execute(text(sql), params)
-    # the planner needs the table's size to look the customers up through the source's index
-    conn.exec_driver_sql(f"analyze pg_temp.{CHANGED_CUSTOMERS}")
-    return [row[0] for row in conn.exec_driver_sql(f"select customer_id from pg_temp.{CHANGED_CUSTOMERS}")]
+        window_start_us = start_us - settings.lookback_days * DAY_MICROSECONDS
+        due |= stored["earliest_row_us"].astype("Int64") < window_start_us
+    return prior, stored, stored.loc[due.fillna(False).astype(bool), "customer_id"]
 
 
 def count_differences(full: pd.DataFrame, stored: pd.DataFrame) -> int:

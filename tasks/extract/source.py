@@ -8,32 +8,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
-from sqlalchemy import Engine, inspect
 from sqlalchemy import types as sqltypes
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import NoSuchTableError
 
-from tasks.database import connection_errors, make_engine
 from tasks.errors import EmptySourceError, SourceError
-from tasks.settings import SegmentSettings, env_var, split_table_name
+from tasks.extract.dialects import WATERMARK_TYPES, EngineName, SourceDialect
+from tasks.extract.engines import ColumnKind, SourceSession, open_source
+from tasks.settings import SegmentSettings, env_var, is_file_source
 
 
 @dataclass(frozen=True)
 class SourceColumns:
-    """The mapped source columns as found in the database."""
+    """The mapped source columns as found in the source."""
 
     table: str
     # ids stored as numbers (as pandas writes an integer column with gaps: 17850.0) are kept as integers
     customer_id_is_integer: bool
-    occurred_at_type: str
-    amount_types: dict[str, str]
+    kinds: dict[str, ColumnKind]
     # PostgreSQL: "timestamp" or "timestamptz" for a timestamp column, compared with bounds of its own
     # type (so an index on it stays usable); None for a date, which the queries cast
     time_type: str | None = None
-    # PostgreSQL, with a change column: its type as the watermark is cast to (bigint, numeric,
-    # timestamp, timestamptz or date)
-    changed_at_type: str | None = None
+    # with a change column: the kind of its values (integer, decimal, timestamp, timestamptz or date)
+    changed_at_kind: str | None = None
+
+    def dialect(self, engine: EngineName) -> SourceDialect:
+        """How the queries are written for ``engine`` on these columns."""
+        watermark = WATERMARK_TYPES[self.changed_at_kind or "integer"][engine]
+        return SourceDialect(engine=engine, time_type=self.time_type, watermark_type=watermark)
 
 
 def column_roles(settings: SegmentSettings) -> list[tuple[str, str]]:
@@ -58,25 +58,15 @@ def column_roles(settings: SegmentSettings) -> list[tuple[str, str]]:
     return roles
 
 
-def inspect_source(engine: Engine, settings: SegmentSettings) -> SourceColumns:
-    """Check that the source table or view exists and holds every mapped column with a usable type.
+def inspect_source(session: SourceSession, settings: SegmentSettings) -> SourceColumns:
+    """Check that the source exists and holds every mapped column with a usable type.
 
-    Raises :class:`SourceError` naming the table, the column and the setting that mapped it.
+    Raises :class:`SourceError` naming the source, the column and the setting that mapped it.
     """
-    schema, table = split_table_name(settings.source_table)
-    with connection_errors(settings.database_url.get_secret_value()):
-        inspector = inspect(engine)
-        try:
-            columns = {column["name"]: column for column in inspector.get_columns(table, schema=schema)}
-        except NoSuchTableError:
-            raise SourceError(
-                f"source table or view {settings.source_table!r} not found in "
-                f"{settings.masked_database_url()}; set {env_var('source_table')}"
-            ) from None
+    columns = session.columns()
     if not columns:
         raise SourceError(f"source {settings.source_table!r} has no columns; set {env_var('source_table')}")
-
-    found_types: dict[str, Any] = {}
+    kinds: dict[str, ColumnKind] = {}
     for field, column in column_roles(settings):
         if column not in columns:
             near = difflib.get_close_matches(column, list(columns), n=1) or [
@@ -87,81 +77,55 @@ def inspect_source(engine: Engine, settings: SegmentSettings) -> SourceColumns:
                 f"column {column!r} not found in {settings.source_table!r}{hint}; set {env_var(field)} "
                 f"(columns there: {', '.join(sorted(columns))})"
             )
-        found_types[field] = columns[column]["type"]
+        kinds[field] = columns[column]
 
+    # Declared types must fit; a file's types are guessed (CSV), so there a value that is not a number
+    # or a time reads as null and its row is counted as rejected. SQLite views report no type.
+    loose: tuple[ColumnKind, ...] = ("text", "unknown") if is_file_source(settings.source_table) else ("unknown",)
+    numbers: tuple[ColumnKind, ...] = ("integer", "decimal", "float", *loose)
     for field in ("amount_column", "quantity_column", "unit_price_column"):
-        if field in found_types and not _is_numeric_or_unknown(found_types[field], settings.dialect):
+        if field in kinds and kinds[field] not in numbers:
             raise SourceError(
-                f"column {getattr(settings, field)!r} in {settings.source_table!r} has type "
-                f"{found_types[field]}, not a number; set {env_var(field)} to a numeric column "
-                "(or cast it in a view)"
+                f"column {getattr(settings, field)!r} in {settings.source_table!r} is of type {kinds[field]}, "
+                f"not a number; set {env_var(field)} to a numeric column (or cast it in a view)"
             )
-    occurred_type = found_types["occurred_at_column"]
-    if settings.dialect == "postgresql" and not isinstance(occurred_type, sqltypes.Date | sqltypes.DateTime):
+    times: tuple[ColumnKind, ...] = ("timestamp", "timestamptz", "date", *loose)
+    if kinds["occurred_at_column"] not in times and session.engine != "sqlite":
         raise SourceError(
-            f"column {settings.occurred_at_column!r} in {settings.source_table!r} has type {occurred_type}, "
-            f"not a date or timestamp; set {env_var('occurred_at_column')} (or cast it in a view)"
+            f"column {settings.occurred_at_column!r} in {settings.source_table!r} is of type "
+            f"{kinds['occurred_at_column']}, not a date or timestamp; set {env_var('occurred_at_column')} "
+            "(or cast it in a view)"
         )
-    changed_at_type = None
+    changed_at_kind = None
     if settings.changed_at_column:
-        changed_at_type = _watermark_type(found_types["changed_at_column"])
-        if changed_at_type is None:
+        changed_at_kind = kinds["changed_at_column"]
+        if changed_at_kind not in WATERMARK_TYPES:
             raise SourceError(
-                f"column {settings.changed_at_column!r} in {settings.source_table!r} has type "
-                f"{found_types['changed_at_column']}, not a timestamp, date or number; set "
-                f"{env_var('changed_at_column')} to a load timestamp or an increasing row id"
+                f"column {settings.changed_at_column!r} in {settings.source_table!r} is of kind "
+                f"{changed_at_kind}, not a timestamp, date or number; set {env_var('changed_at_column')} "
+                "to a load timestamp or an increasing row id"
             )
+    occurred_kind = kinds["occurred_at_column"]
     return SourceColumns(
         table=settings.source_table,
-        customer_id_is_integer=is_number_type(found_types["customer_id_column"]),
-        occurred_at_type=str(occurred_type),
-        amount_types={field: str(found_types[field]) for field in found_types if "amount" in field},
-        time_type=_native_time_type(occurred_type) if settings.dialect == "postgresql" else None,
-        changed_at_type=changed_at_type,
+        customer_id_is_integer=kinds["customer_id_column"] in ("integer", "decimal", "float"),
+        kinds=kinds,
+        time_type=occurred_kind
+        if session.engine == "postgresql" and occurred_kind in ("timestamp", "timestamptz")
+        else None,
+        changed_at_kind=changed_at_kind,
     )
 
 
-def _watermark_type(column_type: Any) -> str | None:
-    if isinstance(column_type, sqltypes.DateTime):
-        return "timestamptz" if column_type.timezone else "timestamp"
-    if isinstance(column_type, sqltypes.Date):
-        return "date"
-    if isinstance(column_type, sqltypes.Integer):
-        return "bigint"
-    if isinstance(column_type, sqltypes.Numeric) and not isinstance(column_type, sqltypes.Float):
-        return "numeric"
-    return None
-
-
-def _native_time_type(column_type: Any) -> str | None:
-    if isinstance(column_type, sqltypes.DateTime):
-        return "timestamptz" if column_type.timezone else "timestamp"
-    return None
-
-
 def check_source(settings: SegmentSettings) -> SourceColumns:
-    """Before a run: the database is reachable, the source and its columns exist with usable types,
-    and it holds at least one row. Raises a :class:`SegmentsError` with a one-line message."""
-    url = settings.database_url.get_secret_value()
-    engine = make_engine(url)
-    try:
-        source = inspect_source(engine, settings)
-        schema, table = split_table_name(settings.source_table)
-        probe = sa.select(sa.literal(1)).select_from(sa.table(table, schema=schema)).limit(1)
-        with connection_errors(url), engine.connect() as conn:
-            if conn.execute(probe).first() is None:
-                raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
-        return source
-    finally:
-        engine.dispose()
-
-
-def _is_numeric_or_unknown(column_type: Any, dialect: str) -> bool:
-    # Float is not a Numeric subclass in every SQLAlchemy 2 release, nor is PostgreSQL's money: name them all.
-    if isinstance(column_type, sqltypes.Integer | sqltypes.Numeric | sqltypes.Float | postgresql.MONEY):
-        return True
-    # SQLite views report no type; rows whose value is not a number are rejected one by one.
-    return dialect == "sqlite" and isinstance(column_type, sqltypes.NullType)
+    """Before a run: the source is reachable, exists with its columns of usable types, and holds at
+    least one row. Raises a :class:`SegmentsError` with a one-line message."""
+    with open_source(settings) as session:
+        source = inspect_source(session, settings)
+        probe = session.read(f"select 1 as found from {session.relation} limit 1", {})
+    if probe.empty:
+        raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
+    return source
 
 
 def is_number_type(column_type: Any) -> bool:

@@ -20,9 +20,8 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
-from tasks.database import SqlKeyword, load_sql, quote_identifier
+from tasks.database import SqlKeyword, load_sql, quote_identifier, read_with_copy
 from tasks.errors import SourceError
-from tasks.extract.features import read_with_copy
 from tasks.load.copy import copy_rows_into, records
 from tasks.load.history import ENTRY_COLUMNS, REPLACED_COLUMNS, update_history
 from tasks.load.schema import OutputTables

@@ -21,7 +21,8 @@ from sqlalchemy.exc import NoSuchTableError
 
 from tasks.database import QuotedIdentifier, connection_errors, make_engine, quote_identifier, quote_table
 from tasks.errors import SourceError
-from tasks.extract.source import is_number_type
+from tasks.extract.engines import open_source
+from tasks.extract.source import inspect_source, is_number_type
 from tasks.settings import SegmentSettings, split_table_name
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -114,14 +115,16 @@ def migrate(settings: SegmentSettings) -> tuple[str | None, str]:
 def source_ids_are_integers(conn: Connection, settings: SegmentSettings) -> bool:
     """Whether the customer ids of the source (or, for attributes alone, of the customer table) are
     numbers, which the outputs keep as integers; text otherwise."""
-    table_name = settings.source_table or settings.customer_table
-    assert table_name
-    schema, table = split_table_name(table_name)
+    if settings.source_table:
+        with open_source(settings) as session:
+            return inspect_source(session, settings).customer_id_is_integer
+    assert settings.customer_table
+    schema, table = split_table_name(settings.customer_table)
     try:
         columns = {column["name"]: column["type"] for column in sa.inspect(conn).get_columns(table, schema=schema)}
     except NoSuchTableError:
         raise SourceError(
-            f"{table_name!r} not found in {settings.masked_database_url()}: the output tables take its customer "
-            "id type; set SEGMENTS_SOURCE_TABLE (or SEGMENTS_CUSTOMER_TABLE)"
+            f"{settings.customer_table!r} not found in {settings.masked_database_url()}: the output tables take "
+            "its customer id type; set SEGMENTS_CUSTOMER_TABLE"
         ) from None
     return is_number_type(columns.get(settings.customer_id_column))

@@ -247,6 +247,38 @@ def test_run_writes_segments_for_a_configured_postgres_source(
     assert segments_written == 4
 
 
+def test_run_reads_a_parquet_export_through_duckdb_into_postgres(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    from tasks.synthetic import generate_transactions
+    from tests.support.shop import AS_OF
+
+    rows = generate_transactions(300, AS_OF, seed=4)
+    rows["amount"] = rows["amount"].astype(float)
+    (tmp_path / "export").mkdir()
+    rows.iloc[:2000].to_parquet(tmp_path / "export" / "part-0.parquet", index=False)
+    rows.iloc[2000:].to_parquet(tmp_path / "export" / "part-1.parquet", index=False)
+    env = {
+        "SEGMENTS_DATABASE_URL": postgres_url,
+        "SEGMENTS_OUTPUT_SCHEMA": pg_schema,
+        "SEGMENTS_SOURCE_URL": "duckdb://",
+        "SEGMENTS_SOURCE_TABLE": "./export",
+        "SEGMENTS_ORDER_ID_COLUMN": "order_id",
+    }
+
+    result = segments("run", "--as-of", "2024-03-01", "--n-clusters", "4", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        customers = conn.execute(sa.text(f"select count(*) from {pg_schema}.customer_segments")).scalar_one()
+        source = conn.execute(sa.text(f"select settings->>'source' from {pg_schema}.segment_runs")).scalar_one()
+    engine.dispose()
+    usable = rows[(rows["occurred_at"] < "2024-03-01") & rows["amount"].notna()]
+    assert customers == usable["customer_id"].dropna().nunique()
+    assert source == "duckdb://"
+
+
 def test_index_create_repairs_an_index_a_failed_build_left_and_one_build_runs_at_a_time(
     tmp_path: Path, postgres_url: str, pg_schema: str
 ) -> None:

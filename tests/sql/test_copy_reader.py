@@ -1,4 +1,4 @@
-"""Reading a query's rows with COPY TO STDOUT (tasks.extract.features.read_with_copy) on a real PostgreSQL:
+"""Reading a query's rows with COPY TO STDOUT (tasks.database.read_with_copy) on a real PostgreSQL:
 every row across many network reads, and a query failing halfway raises its own error and leaves the
 connection usable."""
 
@@ -8,8 +8,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tasks.database import make_engine
-from tasks.extract.features import read_with_copy
+from tasks.database import make_engine, read_with_copy
 
 ROWS = 300_000  # several MB of text: the rows arrive over many reads of the socket
 

@@ -13,7 +13,7 @@ from tasks.extract.covering_index import (
     covering_index_name,
     create_covering_index,
 )
-from tasks.extract.features import begin_extract_transaction
+from tasks.extract.engines import SqlSession, open_source
 from tasks.extract.queries import query_parameters, render_feature_query
 from tasks.extract.source import inspect_source
 from tasks.locking import advisory_lock
@@ -31,14 +31,13 @@ def shop(postgres_url: str, pg_schema: str) -> Backend:
 
 
 def extract_plan(shop: Backend, settings: SegmentSettings) -> str:
-    engine = shop.engine()
-    source = inspect_source(engine, settings)
-    sql = render_feature_query(engine, settings, source)
-    with engine.connect() as conn:
-        begin_extract_transaction(conn)
-        conn.exec_driver_sql("set local enable_seqscan = off")  # a 200-customer table: cost alone would scan it
-        rows = conn.execute(sa.text("explain " + sql), query_parameters(settings, AS_OF, source)).scalars().all()
-        conn.rollback()
+    with open_source(settings) as session:
+        assert isinstance(session, SqlSession)
+        source = inspect_source(session, settings)
+        sql = render_feature_query(session, settings, source)
+        session.conn.exec_driver_sql("set local enable_seqscan = off")  # 200 customers: cost alone would scan it
+        params = query_parameters(settings, AS_OF, session, source)
+        rows = session.conn.execute(sa.text("explain " + sql), params).scalars().all()
     return "\n".join(rows)
 
 

@@ -178,22 +178,21 @@ def test_postgres_compares_a_timestamp_column_without_casting_every_row(
     postgres_url: str, pg_schema: str, time_type: str
 ) -> None:
     from tasks.database import make_engine
-    from tasks.extract.features import begin_extract_transaction
+    from tasks.extract.engines import SqlSession, open_source
     from tasks.extract.queries import query_parameters, render_feature_query
     from tasks.extract.source import inspect_source
 
     engine = make_engine(postgres_url)
     rows = [("A", "o1", datetime(2024, 2, 27, 23, 30), Decimal("10"))]
     create_transactions_table(engine, rows=rows, schema=pg_schema, time_type=POSTGRES_TIME_TYPES[time_type])
-    settings = load_settings(**Backend("postgresql", postgres_url, pg_schema).settings(order_id_column="order_id"))
-    source = inspect_source(engine, settings)
-    sql = render_feature_query(engine, settings, source)
-    with engine.connect() as conn:
-        begin_extract_transaction(conn)
-        plan = "\n".join(
-            conn.execute(sa.text(f"explain (verbose) {sql}"), query_parameters(settings, AS_OF, source)).scalars()
-        )
     engine.dispose()
+    settings = load_settings(**Backend("postgresql", postgres_url, pg_schema).settings(order_id_column="order_id"))
+    with open_source(settings) as session:
+        assert isinstance(session, SqlSession)
+        source = inspect_source(session, settings)
+        sql = render_feature_query(session, settings, source)
+        params = query_parameters(settings, AS_OF, session, source)
+        plan = "\n".join(session.conn.execute(sa.text(f"explain (verbose) {sql}"), params).scalars())
 
     # the row filter on the time column, as the plan shows it
     time_filter = next(line for line in plan.splitlines() if "occurred_at" in line and "Filter" in line)

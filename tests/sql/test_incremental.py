@@ -15,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 from flows.wiring import RunResult
-from tasks.database import quote_table
 from tasks.errors import ConfigurationError, SourceError
 from tasks.extract.covering_index import (
     change_index_name,
@@ -23,12 +22,11 @@ from tasks.extract.covering_index import (
     covering_index_statement,
     create_source_indexes,
 )
-from tasks.extract.features import begin_extract_transaction
-from tasks.extract.incremental import CHANGED_CUSTOMERS, collect_changed_customers, read_prior_state
-from tasks.extract.queries import query_parameters, render_feature_query
+from tasks.extract.engines import SqlSession, open_source
+from tasks.extract.incremental import read_stored_state
+from tasks.extract.queries import query_parameters, render_change_query, render_feature_query
 from tasks.extract.result import StateUpdate
 from tasks.extract.source import inspect_source
-from tasks.load.schema import output_tables
 from tasks.settings import SegmentSettings, load_settings
 from tasks.synthetic import generate_transactions
 from tests.sql.test_customer_features import assert_features_equal, features_by_customer
@@ -245,19 +243,19 @@ def test_a_night_looks_its_customers_up_through_the_covering_index(shop: Backend
     create_source_indexes(settings)
     run_on(settings, AS_OF)
     append_rows(shop, night_rows(shop)[0])
-    engine = shop.engine()
-    source = inspect_source(engine, settings)
-    with engine.connect() as conn:
-        begin_extract_transaction(conn)
-        tables = output_tables(conn, settings)
-        prior = read_prior_state(conn, tables)
-        assert prior is not None
-        changed = collect_changed_customers(conn, settings, source, tables, prior, AS_OF + DAY)
-        sql = render_feature_query(
-            engine, settings, source, changed_customers=quote_table(conn, CHANGED_CUSTOMERS, "pg_temp")
+    prior, _, due = read_stored_state(settings, AS_OF + DAY)
+    assert prior is not None
+    with open_source(settings) as session:
+        assert isinstance(session, SqlSession)
+        source = inspect_source(session, settings)
+        since = session.read(
+            render_change_query(session, settings, source, "changed_customers"), {"watermark": prior.watermark}
         )
-        plan = conn.execute(sa.text("explain " + sql), query_parameters(settings, AS_OF + DAY, source)).scalars().all()
-        conn.rollback()
+        changed = pd.concat([since["customer_id"], due.astype(str)]).drop_duplicates()
+        table = session.customer_ids_table(changed)
+        sql = render_feature_query(session, settings, source, changed_customers=table)
+        params = query_parameters(settings, AS_OF + DAY, session, source)
+        plan = session.conn.execute(sa.text("explain " + sql), params).scalars().all()
     assert 5 <= len(changed) < 20  # the night's customers and those whose rows as-of reached, not all 300
     assert f"Index Only Scan using {covering_index_name(settings)}" in "\n".join(plan)
 

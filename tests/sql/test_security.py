@@ -131,11 +131,19 @@ def test_injected_names_are_refused_by_settings_and_by_the_flow_form(
     postgres_url: str, pg_schema: str, canary: sa.Engine, name: str
 ) -> None:
     from flows.segment_customers import segment_customers
-    from tasks.errors import ConfigurationError
+    from tasks.errors import ConfigurationError, SourceError
+    from tasks.extract.features import extract_customer_features
+    from tasks.settings import is_file_source
 
     for field in NAME_SETTINGS:
         with pytest.raises(ConfigurationError, match=f"SEGMENTS_{field.upper()}"):
             load_settings(database_url=postgres_url, **{field: name})
+        if field == "source_table" and is_file_source(name):
+            # a path of files (DuckDB, Spark): never part of SQL, only a bound value or a reader's argument
+            settings = load_settings(database_url=postgres_url, source_url="duckdb://", source_table=name)
+            with pytest.raises(SourceError, match="not found"):
+                extract_customer_features(settings, AS_OF)
+            continue
         with pytest.raises(Exception, match=field):
             segment_customers.validate_parameters({field: name})
 

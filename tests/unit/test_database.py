@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasks.database import QuotedIdentifier, SqlKeyword, load_sql, quote_identifier, quote_table, split_statements
+from tasks.extract.dialects import EngineName, SourceDialect
 
 
 @pytest.fixture
@@ -39,29 +40,34 @@ def test_templates_refuse_raw_strings() -> None:
         SqlKeyword("text); drop table y; --")
 
 
-def test_dialect_files_win_over_generic_ones() -> None:
-    postgres = load_sql("customer_features", "postgresql", **FEATURE_TEMPLATE_NAMES)
-    sqlite = load_sql("customer_features", "sqlite", **FEATURE_TEMPLATE_NAMES)
+@pytest.mark.parametrize(
+    ("engine", "own", "others"),
+    [
+        ("postgresql", "date_part('epoch'", ["julianday", "epoch_us(", "unix_micros", "try_cast"]),
+        ("sqlite", "julianday", ["date_part", "epoch_us(", "unix_micros", "try_cast"]),
+        ("duckdb", "epoch_us(", ["julianday", "date_part", "unix_micros"]),
+        ("spark", "unix_micros", ["julianday", "date_part", "epoch_us("]),
+    ],
+)
+def test_one_feature_query_takes_each_engines_own_expressions(engine: EngineName, own: str, others: list[str]) -> None:
+    sql = load_sql("customer_features", engine=SourceDialect(engine), **FEATURE_TEMPLATE_NAMES)
 
-    assert "timestamptz" in postgres and "julianday" not in postgres
-    assert "julianday" in sqlite
+    assert own in sql
+    assert not [other for other in others if other in sql]
 
 
 FEATURE_TEMPLATE_NAMES = {
-    name: QuotedIdentifier(name) for name in ("source_table", "customer_id", "occurred_at", "amount")
+    name: QuotedIdentifier(name) for name in ("source", "customer_id", "occurred_at", "amount")
 } | {
     "quantity": None,
     "unit_price": None,
     "order_id": None,
+    "changed_at": None,
     "lookback": False,
     "one_customer": False,
-    "lower_bound": False,
-    "upper_bound": False,
     "changed_customers": None,
     "changed_since": False,
     "pending": False,
-    "time_type": SqlKeyword("timestamptz"),
-    "cast_occurred_at": True,
     "amount_is_null": False,
 }
 

@@ -129,8 +129,16 @@ def test_attributes_alone_or_beside_rfm_are_valid() -> None:
     assert not together.attributes_only and together.attribute_features == ("age",)
 
 
-def test_partitions_need_a_postgresql_transactions_source() -> None:
-    with pytest.raises(ConfigurationError, match="SEGMENTS_PARTITIONS: partitioned extracts need a PostgreSQL"):
-        load_settings(partitions=2)  # the default database is SQLite
-    settings = load_settings(partitions=2, database_url="postgresql://segments@db/shop")
-    assert settings.partitions == 2
+def test_a_source_apart_from_the_outputs_is_read_from_its_own_url_and_never_shown() -> None:
+    settings = load_settings(source_url="sc://spark.example:15002/;token=abc123secret;user_id=me")
+    assert settings.source_engine == "spark" and settings.dialect == "sqlite"  # outputs stay where they were
+    assert "abc123secret" not in settings.masked_source_url()
+    assert "abc123secret" not in str(settings.public_dict())
+    assert load_settings(source_url="local[2]").source_engine == "spark"
+    assert load_settings(source_url="duckdb://").source_engine == "duckdb"
+    assert load_settings().source_engine == "sqlite"  # unset: the output database
+    with pytest.raises(ConfigurationError, match="SEGMENTS_SOURCE_URL: source 'mysql' is not supported"):
+        load_settings(source_url="mysql://u:p@h/db")
+    with pytest.raises(ConfigurationError, match="SEGMENTS_CHANGED_AT_COLUMN: incremental nights need"):
+        load_settings(changed_at_column="loaded_at")  # an SQLite source
+    assert load_settings(source_url="duckdb://", changed_at_column="loaded_at").keeps_state

@@ -1,38 +1,29 @@
--- Per-customer RFM features as of a date (definitions: shared/PRODUCT.md), aggregated in PostgreSQL.
--- Only accepted rows are aggregated; source_row_counts.postgresql.sql counts the rejected ones in the
--- same snapshot. The caller runs this after `SET LOCAL TIME ZONE 'UTC'`, so timestamps without a time
--- zone and dates are read as UTC. Identifiers are validated and quoted before rendering; values are
--- bound parameters, named:
---   as_of_ts         as_of 00:00 UTC (rows at or after it are not seen), of the time column's type
---                    (timestamp: the UTC wall time; timestamptz otherwise)
---   window_start_ts  as_of - lookback_days, same type (only when a lookback is set)
+-- Per-customer RFM features as of a date (definitions: shared/PRODUCT.md), aggregated where the
+-- transactions are: PostgreSQL, SQLite, DuckDB or Spark; `engine` writes the few expressions they
+-- write differently (tasks/extract/dialects.py). Only accepted rows are aggregated;
+-- source_row_counts.sql counts the rejected ones in the same snapshot. Times are read as UTC.
+-- Identifiers are validated and quoted before rendering; values are bound parameters, named:
+--   as_of            as-of 00:00 UTC (rows at or after it are not seen)
+--   window_start     as-of - lookback_days (only when a lookback is set)
 --   customer_id      only when scoring one customer (`segments score`)
---   lower_bound, upper_bound  only for a partitioned extract: the customer ids at or above the lower
---                    and below the upper bound (each only when the partition has that bound)
 -- Times leave as epoch microseconds; the reader derives recency and tenure at as-of from them. With
 -- `pending` (incremental runs keep per-customer state) rows at or after as-of are read too: a customer
 -- with only those is returned with window_rows 0, and pending_from_us says when they start to count.
 with source_rows as (
-    {% filter indent(4) %}{% include "_source_rows.postgresql.sql" %}{% endfilter %}
+    {% filter indent(4) %}{% include "_source_rows.sql" %}{% endfilter %}
 ),
 
 accepted_rows as (
-    select *, occurred_at < cast(:as_of_ts as {{ time_type }}) as in_window
+    select *, occurred_at < {{ engine.bound("as_of") }} as in_window
     from source_rows
     where customer_id is not null
         and occurred_at is not null
         and amount is not null
         {% if not pending %}
-        and occurred_at < cast(:as_of_ts as {{ time_type }})
+        and occurred_at < {{ engine.bound("as_of") }}
         {% endif %}
         {% if lookback %}
-        and occurred_at >= cast(:window_start_ts as {{ time_type }})
-        {% endif %}
-        {% if lower_bound %}
-        and customer_id >= :lower_bound
-        {% endif %}
-        {% if upper_bound %}
-        and customer_id < :upper_bound
+        and occurred_at >= {{ engine.bound("window_start") }}
         {% endif %}
 ),
 
@@ -75,16 +66,13 @@ customers as (
     group by customer_id
 )
 
--- Epoch seconds through date_part, a double precision (extract returns a slower numeric); a double
--- holds today's epoch to a fraction of a microsecond, so the rounding is exact. monetary leaves as its
--- exact numeric text.
 select
     customer_id,
     frequency,
-    monetary,
-    cast(round(date_part('epoch', last_order_at) * 1000000) as bigint) as last_order_us,
-    cast(round(date_part('epoch', first_order_at) * 1000000) as bigint) as first_order_us,
+    {{ engine.money_text("monetary") }} as monetary,
+    {{ engine.epoch_us("last_order_at") }} as last_order_us,
+    {{ engine.epoch_us("first_order_at") }} as first_order_us,
     window_rows,
-    cast(round(date_part('epoch', earliest_at) * 1000000) as bigint) as earliest_row_us,
-    cast(round(date_part('epoch', pending_at) * 1000000) as bigint) as pending_from_us
+    {{ engine.epoch_us("earliest_at") }} as earliest_row_us,
+    {{ engine.epoch_us("pending_at") }} as pending_from_us
 from customers
