@@ -133,16 +133,24 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000, 30_000_000])
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/bench-engines"))  # noqa: S108
     parser.add_argument("--child-extract", metavar="FEATURES_PATH")
+    parser.add_argument("--child-prepare", type=int, metavar="ROWS")
     args = parser.parse_args()
     if args.child_extract:
         extract_child(args.child_extract)
         return
-
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(REPO))
+    if args.child_prepare:
+        print(prepare(args.url, args.child_prepare, args.data_dir))
+        return
+
     results = []
     for rows in args.rows:
-        folder = prepare(args.url, rows, args.data_dir)
+        # generated in a child of its own, so that this process stays small: a child forked from a big
+        # parent would count the parent's pages in its own peak memory
+        prepared = [sys.executable, __file__, "--url", args.url, "--data-dir", str(args.data_dir)]
+        _, _, output = measured([*prepared, "--child-prepare", str(rows)], {"PYTHONPATH": str(REPO)})
+        folder = Path(output.strip().splitlines()[-1])
         features: dict[str, pd.DataFrame] = {}
         for engine in ENGINES:
             environment = settings_env(args.url, rows, engine, folder)

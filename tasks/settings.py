@@ -176,7 +176,7 @@ class SegmentSettings(BaseSettings):
     @classmethod
     def _table_or_path(cls, value: str) -> str:
         value = value.strip()
-        if value and not is_file_source(value):
+        if value and not is_file_source(value) and not _is_catalog_table(value):
             split_table_name(value)
         return value
 
@@ -256,6 +256,11 @@ class SegmentSettings(BaseSettings):
             raise ValueError(
                 "changed_at_column: incremental nights need PostgreSQL, DuckDB or Spark; an SQLite source is "
                 "aggregated in full every run, so leave SEGMENTS_CHANGED_AT_COLUMN empty"
+            )
+        if self.source_table and _is_catalog_table(self.source_table) and self.source_engine != "spark":
+            raise ValueError(
+                f"source_table: {self.source_table!r} has more than one dot; use table or schema.table "
+                "(catalog.schema.table is for a Spark source)"
             )
         if self.source_table and is_file_source(self.source_table) and self.source_engine not in ("duckdb", "spark"):
             raise ValueError(
@@ -340,6 +345,12 @@ class SegmentSettings(BaseSettings):
 def is_file_source(source_table: str) -> bool:
     """Whether ``SEGMENTS_SOURCE_TABLE`` names files (a path, a folder or a glob) rather than a table."""
     return any(mark in source_table for mark in ("/", "\\", "*")) or source_table.lower().endswith(FILE_SUFFIXES)
+
+
+def _is_catalog_table(value: str) -> bool:
+    """``catalog.schema.table`` (Spark's catalogs, Databricks' Unity Catalog), each part a plain name."""
+    parts = value.split(".")
+    return len(parts) == 3 and all(IDENTIFIER_PATTERN.fullmatch(part) for part in parts)
 
 
 def _psycopg_url(url: str) -> str:

@@ -194,17 +194,16 @@ class SparkSource(SourceSession):
         self.relation_parameters = {}
         table = settings.source_table
         if is_file_source(table):
-            with self._errors(files=True):
+            with self._errors():
                 reader = self.spark.read
                 frame = reader.csv(table, header=True, inferSchema=True) if _is_csv(table) else reader.parquet(table)
                 frame.createOrReplaceTempView(SPARK_FILES_VIEW)
             self.relation = SPARK_FILES_VIEW
-        else:
-            schema, name = split_table_name(table)
-            self.relation = ".".join(f"`{part}`" for part in (schema, name) if part)
+        else:  # table, schema.table or catalog.schema.table, each part a validated plain name
+            self.relation = ".".join(f"`{check_identifier(part, 'table')}`" for part in table.split("."))
 
     @contextlib.contextmanager
-    def _errors(self, files: bool = False) -> Iterator[None]:
+    def _errors(self) -> Iterator[None]:
         from pyspark.errors import PySparkException
 
         try:

@@ -102,6 +102,13 @@ def test_spark_on_a_parquet_folder_gives_the_definitions(tmp_path: Path, spark: 
 
     assert_features_equal(got, reference_features(rows, AS_OF, lookback_days=120))
 
+    # a table of Spark's catalog (here a view the session knows) reads the same
+    from tasks.extract.engines import spark_session
+
+    spark_session(spark, "SEGMENTS_SOURCE_URL").read.parquet(str(folder)).createOrReplaceTempView("shop_orders")
+    by_name = features_of(spark, "shop_orders", outputs_in_sqlite(tmp_path), order_id_column="order_id")
+    assert_features_equal(by_name, reference_features(rows, AS_OF))
+
 
 def test_every_engine_counts_the_same_rows(tmp_path: Path, spark: str, postgres_url: str, pg_schema: str) -> None:
     rows = shop_rows(seed=12)

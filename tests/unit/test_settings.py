@@ -142,3 +142,13 @@ def test_a_source_apart_from_the_outputs_is_read_from_its_own_url_and_never_show
     with pytest.raises(ConfigurationError, match="SEGMENTS_CHANGED_AT_COLUMN: incremental nights need"):
         load_settings(changed_at_column="loaded_at")  # an SQLite source
     assert load_settings(source_url="duckdb://", changed_at_column="loaded_at").keeps_state
+
+
+def test_a_catalog_table_is_for_spark_only() -> None:
+    assert load_settings(source_url="local[2]", source_table="main.sales.order_lines").source_table == (
+        "main.sales.order_lines"
+    )
+    with pytest.raises(ConfigurationError, match=r"SEGMENTS_SOURCE_TABLE: .*catalog.schema.table is for a Spark"):
+        load_settings(source_table="main.sales.order_lines")
+    with pytest.raises(ConfigurationError, match="SEGMENTS_SOURCE_TABLE"):
+        load_settings(source_url="local[2]", source_table="main.sales.order_lines.x")
