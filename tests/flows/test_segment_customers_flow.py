@@ -171,6 +171,41 @@ def test_source_mapping_and_a_secret_database_url_come_from_parameters(postgres_
     backend.dispose()
 
 
+def test_a_source_apart_from_the_outputs_comes_from_a_secret_block(
+    postgres_url: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parquet files read through DuckDB, the source URL named by a Secret block like the database's."""
+    from prefect.blocks.system import Secret
+
+    monkeypatch.setenv("SEGMENTS_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("SEGMENTS_REPORT_PATH", "")
+
+    from tasks.synthetic import generate_transactions
+
+    rows = generate_transactions(120, AS_OF, seed=8)
+    rows["amount"] = rows["amount"].astype(float)
+    (tmp_path / "lake").mkdir()
+    rows.to_parquet(tmp_path / "lake" / "part-0.parquet", index=False)
+    Secret(value="duckdb://").save("lake-source-url", overwrite=True)
+
+    summary = segment_customers(
+        as_of=AS_OF,
+        source_url_secret="lake-source-url",
+        source_table=str(tmp_path / "lake"),
+        order_id_column="order_id",
+        n_clusters=3,
+        output_schema=pg_schema,
+    )
+
+    backend = Backend("postgresql", postgres_url, pg_schema)
+    usable = rows[(rows["occurred_at"] < pd.Timestamp(AS_OF)) & rows["amount"].notna()]
+    written = query(backend, "select count(*) as n from {schema}.customer_segments")["n"].iloc[0]
+    assert written == summary["customers"] == usable["customer_id"].dropna().nunique()
+    backend.dispose()
+    with pytest.raises(Exception, match="source_url_secret"):
+        segment_customers.validate_parameters({"source_url_secret": ""})
+
+
 def test_names_in_parameters_are_validated_before_the_run() -> None:
     schema = segment_customers.parameters.model_dump()["properties"]
     assert "pattern" in schema["amount_column"]["anyOf"][0]
