@@ -38,7 +38,7 @@ class CustomerScore:
 
 
 def score_customer(settings: SegmentSettings, customer_id: str, as_of: date | None = None) -> CustomerScore:
-    """Compute ``customer_id``'s features as of ``as_of`` (default today, UTC) in the database, then
+    """Compute ``customer_id``'s features as of ``as_of`` (default today, UTC) where the transactions are, then
     assign the nearest centroid of the latest stored model. Nothing is written.
 
     Raises :class:`ModelError` when no model is stored, :class:`EmptySourceError` when the customer has

@@ -55,7 +55,7 @@ def extract_customer_features(settings: SegmentSettings, as_of: date, customer_i
         )
     if counts.rows_scanned == 0:
         raise EmptySourceError(f"source {settings.source_table!r} has no rows; nothing to segment")
-    features = features_at(typed_customer_rows([rows], source.customer_id_is_integer, settings.source_table), as_of)
+    features = features_at(typed_customer_rows(rows, source.customer_id_is_integer, settings.source_table), as_of)
     if features.empty:
         window = f"in the {settings.lookback_days} days " if settings.lookback_days else ""
         raise EmptySourceError(
@@ -104,13 +104,11 @@ _MICROSECOND_COLUMNS = ("last_order_us", "first_order_us", "earliest_row_us", "p
 DAY_MICROSECONDS = 86_400_000_000
 
 
-def typed_customer_rows(frames: list[pd.DataFrame], customer_id_is_integer: bool, table: str) -> pd.DataFrame:
-    """The feature query's rows (of one query or several partitions) with their final dtypes: ids
-    int64 when the source's id column holds numbers (see :func:`tasks.extract.source.integer_ids`),
-    text otherwise; counts and times as (nullable) integers; monetary as read."""
-    present = [column for column in CUSTOMER_ROW_COLUMNS if any(column in frame for frame in frames)]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CUSTOMER_ROW_COLUMNS[:5])
-    frame = frame[present or CUSTOMER_ROW_COLUMNS[:5]]
+def typed_customer_rows(rows: pd.DataFrame, customer_id_is_integer: bool, table: str) -> pd.DataFrame:
+    """The feature query's rows with their final dtypes: ids int64 when the source's id column holds
+    numbers (see :func:`tasks.extract.source.integer_ids`), text otherwise; counts and times as
+    (nullable) integers; monetary as read."""
+    frame = rows[[column for column in CUSTOMER_ROW_COLUMNS if column in rows]].copy()
     frame["customer_id"] = typed_ids(frame["customer_id"], customer_id_is_integer, table)
     frame["frequency"] = frame["frequency"].astype("int64")
     for name in ("window_rows", *_MICROSECOND_COLUMNS):

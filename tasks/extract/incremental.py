@@ -145,7 +145,7 @@ def extract_with_state(settings: SegmentSettings, as_of: date) -> ExtractResult:
         params = query_parameters(settings, as_of, session, source)
 
         def typed(frame: pd.DataFrame) -> pd.DataFrame:
-            return typed_customer_rows([frame], source.customer_id_is_integer, settings.source_table)
+            return typed_customer_rows(frame, source.customer_id_is_integer, settings.source_table)
 
         def ids(values: pd.Series) -> pd.Series:
             return typed_ids(values, source.customer_id_is_integer, settings.source_table)
