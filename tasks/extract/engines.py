@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import socket
 import warnings
 from abc import ABC, abstractmethod
@@ -264,6 +265,10 @@ def spark_session(url: str, setting: str) -> Any:
         ) from None
     if url.startswith("sc://"):
         _reach_spark_connect(url, setting)
+    else:
+        # Spark started here reads its configuration from this folder unless the user has their own:
+        # errors only, no progress bars, so that the job's console stays the job's
+        os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).with_name("spark_conf")))
     try:
         with pandas_warning_ignored():
             builder = SparkSession.builder.remote(url).config("spark.sql.session.timeZone", "UTC")
