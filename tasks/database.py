@@ -13,14 +13,13 @@ import functools
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
-from psycopg import sql as psql
 from sqlalchemy import Engine, create_engine, event, text
+
+if TYPE_CHECKING:
+    import pandas as pd
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -214,6 +213,10 @@ def read_with_copy(conn: Connection, sql: str, params: dict[str, Any]) -> pd.Dat
     """PostgreSQL: the query's rows through ``COPY ... TO STDOUT`` as CSV, parsed by Arrow: one stream
     instead of a Python tuple per row. NULL is written as ``\\N`` so that an empty text is not
     mistaken for a missing value."""
+    import pyarrow as pa  # here, not at import: most commands that need a database never read with COPY
+    import pyarrow.csv as pacsv
+    from psycopg import sql as psql
+
     compiled = str(text(sql).compile(dialect=conn.dialect))  # the driver's %(name)s placeholders
     statement = psql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER, NULL '\\N')").format(psql.SQL(compiled))
     buffer = io.BytesIO()

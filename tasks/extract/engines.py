@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
@@ -140,6 +139,8 @@ class SqlSession(SourceSession):
             if self.engine == "postgresql":
                 return read_with_copy(self.conn, sql, params)
             if self.engine == "duckdb":
+                import duckdb  # its module only when DuckDB reads
+
                 try:
                     return _read_duckdb(self.conn, sql, params)
                 except duckdb.Error as exc:  # e.g. a CSV value that does not fit its column's type
