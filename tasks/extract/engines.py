@@ -17,14 +17,12 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import Connection, text
-from sqlalchemy import types as sqltypes
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, NoSuchTableError
 
 from tasks.database import (
@@ -37,11 +35,10 @@ from tasks.database import (
     scrub,
 )
 from tasks.errors import DatabaseUnavailableError, SourceError
+from tasks.extract.column_kinds import ColumnKind, duckdb_kind, spark_kind, sqlalchemy_kind
 from tasks.extract.dialects import EngineName
 from tasks.settings import SegmentSettings, check_identifier, env_var, is_file_source, split_table_name
 
-#: What the extract needs to know of a column's type.
-ColumnKind = Literal["integer", "decimal", "float", "text", "timestamp", "timestamptz", "date", "boolean", "unknown"]
 #: The name under which a Spark session sees a source of files.
 SPARK_FILES_VIEW = "segments_source"
 FETCH_CHUNK_ROWS = 100_000
@@ -343,70 +340,6 @@ def _is_csv(path: str) -> bool:
 def _files_pattern(path: str) -> str:
     """A folder means every Parquet file under it (as Spark reads a folder)."""
     return str(Path(path) / "**" / "*.parquet") if Path(path).is_dir() else path
-
-
-# --- column kinds ----------------------------------------------------------------------------------
-def sqlalchemy_kind(column_type: Any) -> ColumnKind:
-    """The kind of a column as SQLAlchemy reflects it (PostgreSQL, SQLite)."""
-    if isinstance(column_type, sqltypes.Boolean):
-        return "boolean"
-    if isinstance(column_type, sqltypes.Integer):
-        return "integer"
-    if isinstance(column_type, sqltypes.Float):
-        return "float"
-    if isinstance(column_type, sqltypes.Numeric | postgresql.MONEY):
-        return "decimal"
-    if isinstance(column_type, sqltypes.DateTime):
-        return "timestamptz" if column_type.timezone else "timestamp"
-    if isinstance(column_type, sqltypes.Date):
-        return "date"
-    if isinstance(column_type, sqltypes.String):
-        return "text"
-    return "unknown"
-
-
-def duckdb_kind(type_name: str) -> ColumnKind:
-    """The kind of a column from DuckDB's type name."""
-    name = type_name.upper()
-    if name in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT"):
-        return "integer"
-    if name.startswith("DECIMAL"):
-        return "decimal"
-    if name in ("DOUBLE", "FLOAT", "REAL"):
-        return "float"
-    if name == "TIMESTAMP WITH TIME ZONE":
-        return "timestamptz"
-    if name.startswith("TIMESTAMP"):
-        return "timestamp"
-    if name == "DATE":
-        return "date"
-    if name == "VARCHAR":
-        return "text"
-    if name == "BOOLEAN":
-        return "boolean"
-    return "unknown"
-
-
-def spark_kind(data_type: Any) -> ColumnKind:
-    """The kind of a column from its Spark type."""
-    name = type(data_type).__name__
-    kinds: dict[str, ColumnKind] = {
-        "LongType": "integer",
-        "IntegerType": "integer",
-        "ShortType": "integer",
-        "ByteType": "integer",
-        "DecimalType": "decimal",
-        "DoubleType": "float",
-        "FloatType": "float",
-        "StringType": "text",
-        "VarcharType": "text",
-        "CharType": "text",
-        "TimestampType": "timestamptz",
-        "TimestampNTZType": "timestamp",
-        "DateType": "date",
-        "BooleanType": "boolean",
-    }
-    return kinds.get(name, "unknown")
 
 
 # --- reading rows ----------------------------------------------------------------------------------

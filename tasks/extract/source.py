@@ -11,8 +11,9 @@ import pandas as pd
 from sqlalchemy import types as sqltypes
 
 from tasks.errors import EmptySourceError, SourceError
+from tasks.extract.column_kinds import ColumnKind
 from tasks.extract.dialects import WATERMARK_TYPES, EngineName, SourceDialect
-from tasks.extract.engines import ColumnKind, SourceSession, open_source
+from tasks.extract.engines import SourceSession, open_source
 from tasks.settings import SegmentSettings, env_var, is_file_source
 
 
